@@ -73,6 +73,7 @@ class VideoReader:
         self._stream = None
         self._cursor: Iterator | None = None
         self._cursor_next = -1
+        self._full_decode_from_pts = 0
         self.damaged_frames: set[int] = set()
         self._open()
         self.index = frame_index if frame_index is not None else build_frame_index(
@@ -248,7 +249,8 @@ class VideoReader:
         keyframe = self.index.keyframe_before(target)
         if not (self._cursor is not None and keyframe <= self._cursor_next <= target):
             self._seek(keyframe)
-        first_kept = target - keep_behind
+        first_kept = max(target - keep_behind, 0)
+        self._full_decode_from_pts = int(self.index.pts[first_kept])
         try:
             while True:
                 frame = next(self._cursor)
@@ -283,8 +285,24 @@ class VideoReader:
 
     def _seek(self, keyframe: int) -> None:
         self._container.seek(int(self.index.pts[keyframe]), stream=self._stream, backward=True, any_frame=False)
-        self._cursor = self._container.decode(self._stream)
+        self._cursor = self._decoded_frames()
         self._cursor_next = keyframe
+
+    def _decoded_frames(self) -> Iterator:
+        """Decode packets in order, skipping non-reference frames before the frames we must return.
+
+        A non-reference frame influences no other frame, so skipping it is exact; the switch back
+        to full decoding happens at the first packet whose timestamp reaches the first frame kept,
+        which is before any packet of a kept frame reaches the decoder.
+        """
+        context = self._stream.codec_context
+        for packet in self._container.demux(self._stream):
+            ts = packet.pts if packet.pts is not None else packet.dts
+            wanted = ts is None or ts >= self._full_decode_from_pts
+            mode = "DEFAULT" if wanted else "NONREF"
+            if context.skip_frame != mode:
+                context.skip_frame = mode
+            yield from packet.decode()
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,1 @@
+"""Segmentation and tracking: prompts, tracker backends and the step that writes tracks to a store."""

@@ -1,0 +1,187 @@
+"""The tracking step: prompts in, masks and per-frame measurements out, written as they arrive.
+
+Shared by the widget, the CLI and batch runs. Frames are written to the store the moment the
+tracker yields them and the finished intervals recorded, so a killed run resumes without
+redoing work and never loses tracked frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from napari_sbl.errors import PromptError, StoreError
+from napari_sbl.progress import Reporter, silent
+from napari_sbl.segment.backends import TrackParams, make_tracker
+from napari_sbl.segment.measure import measure_labels
+from napari_sbl.segment.prompts import FramePrompts, animal_ids, prompts_to_json, validate_prompts
+from napari_sbl.segment.quality import track_quality
+from napari_sbl.segment.seeding import prompts_from_labels
+from napari_sbl.segment.tracker import FrameSource, Tracker
+from napari_sbl.store import layout
+from napari_sbl.store.intervals import add_indices, missing
+from napari_sbl.store.session import SessionStore
+
+log = logging.getLogger(__name__)
+FLUSH_EVERY = 64
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """What a tracking run did: frames written now, frames present per animal, doubtful frames."""
+
+    frames_tracked: int
+    frames_total: int
+    animal_ids: tuple[int, ...]
+    frames_present: dict[int, int]
+    doubtful_frames: int
+    complete: bool
+
+
+def resolve_animal_ids(prompts: Sequence[FramePrompts], n_animals: int | None) -> list[int]:
+    ids = animal_ids(prompts)
+    if ids:
+        return ids
+    if n_animals:
+        return list(range(1, int(n_animals) + 1))
+    raise PromptError("no prompts and no animal count: click the animals, or pass --animals N")
+
+
+def track_video(
+    video: FrameSource,
+    store: SessionStore,
+    prompts: Sequence[FramePrompts],
+    params: TrackParams,
+    reporter: Reporter | None = None,
+    tracker: Tracker | None = None,
+    overwrite: bool = False,
+) -> TrackSummary:
+    """Track ``[params.start, params.stop)`` of ``video`` into ``store``, resuming finished frames."""
+    reporter = reporter or silent()
+    stop = video.n_frames if params.stop is None else min(int(params.stop), video.n_frames)
+    start = max(0, int(params.start))
+    if start >= stop:
+        raise PromptError(f"empty frame range: start {start} is not before stop {stop}")
+    validate_prompts(prompts, video.n_frames, video.height, video.width)
+    ids = resolve_animal_ids(prompts, params.n_animals)
+    tracker = tracker or make_tracker(params)
+    provenance = {**tracker.describe(), "params": asdict(params), "prompts": prompts_to_json(prompts)}
+    writer = TrackWriter.open(store, video, ids, provenance, overwrite)
+    todo = missing(writer.frames_done, start, stop)
+    reporter.start(sum(b - a for a, b in todo), f"tracking ({tracker.name})")
+    written = 0
+    try:
+        for gap_start, gap_stop in todo:
+            gap_prompts = _prompts_for_gap(writer, prompts, gap_start, gap_stop, ids)
+            for tracked in tracker.track(video, gap_prompts, gap_start, gap_stop, reporter):
+                reporter.check()
+                if gap_start <= tracked.frame_index < gap_stop:
+                    writer.write(tracked.frame_index, tracked.labels)
+                    written += 1
+                    reporter.advance()
+    finally:
+        writer.flush()
+    return writer.finish(start, stop, written)
+
+
+def _prompts_for_gap(writer: TrackWriter, prompts: Sequence[FramePrompts], start: int, stop: int,
+                     ids: list[int]) -> list[FramePrompts]:
+    """Prompts for re-tracking ``[start, stop)``: the user's inside it, else a seed from the stored
+    mask just before it (resume), else all the user's prompts (first run)."""
+    inside = [p for p in prompts if start <= p.frame_index < stop]
+    if inside:
+        return inside
+    before = start - 1
+    if before >= 0 and writer.is_done(before):
+        seed = prompts_from_labels(writer.labels(before), before, ids)
+        if seed.animals:
+            return [seed]
+    return list(prompts)
+
+
+class TrackWriter:
+    """Writes tracked frames and their measurements to ``tracks/...`` and records progress."""
+
+    def __init__(self, store: SessionStore, masks, ids: list[int], frame_shape: tuple[int, int]) -> None:
+        self.store = store
+        self.masks = masks
+        self.ids = np.asarray(ids, dtype=np.int32)
+        self.frame_shape = frame_shape
+        self.frames_done = [list(span) for span in masks.attrs.get("frames_done", [])]
+        self._pending: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._measures = {key: store.array(key) for key in _MEASURE_KEYS}
+
+    @classmethod
+    def open(cls, store: SessionStore, video: FrameSource, ids: list[int], provenance: dict,
+             overwrite: bool) -> TrackWriter:
+        t, h, w, a = video.n_frames, video.height, video.width, len(ids)
+        if store.has(layout.TRACKS_MASKS) and not overwrite:
+            old = store.attrs(layout.TRACKS_MASKS)
+            if old.get("animal_ids") != list(ids) or old.get("backend") != provenance.get("backend"):
+                raise StoreError(
+                    f"{store.path} already holds tracks made with other animals or another backend "
+                    f"({old.get('backend')}, animals {old.get('animal_ids')}); pass --overwrite to replace them"
+                )
+        attrs = {**provenance, "animal_ids": list(ids)}
+        masks = store.create_incremental(layout.TRACKS_MASKS, (t, h, w), np.uint16, (1, h, w), attrs,
+                                         overwrite=overwrite, done_attr="frames_done")
+        if overwrite or not store.has(layout.TRACKS_ANIMAL_IDS):
+            store.write_array(layout.TRACKS_ANIMAL_IDS, np.asarray(ids, dtype=np.int32))
+        rows = max(1, min(t, 4096))
+        for key, tail, fill in ((layout.TRACKS_CENTROID, (a, 2), np.nan), (layout.TRACKS_BBOX, (a, 4), np.nan),
+                                (layout.TRACKS_AREA, (a,), 0.0)):
+            store.create_incremental(key, (t, *tail), np.float32, (rows, *tail), fill_value=fill,
+                                     overwrite=overwrite)
+        return cls(store, masks, ids, (h, w))
+
+    def is_done(self, frame_index: int) -> bool:
+        return any(a <= frame_index < b for a, b in self.frames_done)
+
+    def labels(self, frame_index: int) -> np.ndarray:
+        return np.asarray(self.masks[frame_index])
+
+    def write(self, frame_index: int, labels: np.ndarray) -> None:
+        if labels.shape != self.frame_shape:
+            raise StoreError(f"tracker returned a {labels.shape} mask for a {self.frame_shape} video")
+        labels = labels.astype(np.uint16, copy=False)
+        self.masks[frame_index] = labels
+        self._pending[frame_index] = measure_labels(labels, self.ids)
+        if len(self._pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered measurements in contiguous runs, then record those frames as done."""
+        if not self._pending:
+            return
+        frames = sorted(self._pending)
+        breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+        for run in np.split(np.asarray(frames), breaks):
+            first, last = int(run[0]), int(run[-1]) + 1
+            rows = [self._pending[int(i)] for i in run]
+            for part, key in enumerate(_MEASURE_KEYS):
+                self._measures[key][first:last] = np.stack([row[part] for row in rows])
+        self.frames_done = add_indices(self.frames_done, frames)
+        self._pending.clear()
+        self.masks.attrs.update({"frames_done": self.frames_done})
+
+    def finish(self, start: int, stop: int, written: int) -> TrackSummary:
+        self.flush()
+        n_frames = self.masks.shape[0]
+        complete = not missing(self.frames_done, 0, n_frames)
+        centroid = np.asarray(self._measures[layout.TRACKS_CENTROID][...])
+        area = np.asarray(self._measures[layout.TRACKS_AREA][...])
+        diagonal = float(np.hypot(*self.frame_shape))
+        quality = track_quality(centroid, area, diagonal)
+        self.store.write_array(layout.TRACKS_QUALITY, quality, attrs={"threshold": 0.3})
+        self.masks.attrs.update({"complete": complete})
+        self.store.touch()
+        done_in_range = ~np.isnan(centroid[start:stop, :, 0])
+        present = {int(i): int(done_in_range[:, k].sum()) for k, i in enumerate(self.ids)}
+        doubtful = int(np.sum(np.any((quality[start:stop] > 0) & (quality[start:stop] < 0.3), axis=1)))
+        return TrackSummary(written, stop - start, tuple(int(i) for i in self.ids), present, doubtful, complete)
+
+
+_MEASURE_KEYS = (layout.TRACKS_CENTROID, layout.TRACKS_BBOX, layout.TRACKS_AREA)
