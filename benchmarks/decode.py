@@ -22,7 +22,8 @@ from napari_sbl.io.video import VideoReader
 from napari_sbl.io.writer import VideoWriteParams, write_video
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = [REPO.parent / "shared/data/videos/mouse_openfield_dlc.mp4", REPO.parent / "shared/data/videos/flies_pair_sleap.mp4"]
+SHARED = REPO.parent / "shared/data/videos"
+REAL = [SHARED / "mouse_openfield_dlc.mp4", SHARED / "flies_pair_sleap.mp4"]
 
 
 def make_1080p(path: Path, n_frames: int) -> Path:
@@ -144,7 +145,8 @@ def to_markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['video']} | {r['ours_random_ms']:.1f} / {r['opencv_random_ms']:.1f} "
-            f"({r['ours_random_ms'] / r['opencv_random_ms']:.2f}x) | {r['ours_step_ms']:.2f} / {r['opencv_step_ms']:.1f} "
+            f"({r['ours_random_ms'] / r['opencv_random_ms']:.2f}x) "
+            f"| {r['ours_step_ms']:.2f} / {r['opencv_step_ms']:.1f} "
             f"| {r['ours_seq_fps']:.0f} / {r['opencv_seq_fps']:.0f} | {r['pyav_decode_fps']:.0f} / "
             f"{r['pyav_rgb_fps']:.0f} | {100 * r['ours_seq_fps'] / r['pyav_rgb_fps']:.0f}% | "
             f"{100 * r['opencv_exact']:.0f}% |"

@@ -72,7 +72,7 @@ def test_malformed_json_is_named(data, message):
 
 def test_validation_against_video():
     validate_prompts(prompts_from_json(OURS), n_frames=20, height=50, width=50)
-    with pytest.raises(PromptError, match="frame 10 but the video has frames 0..4"):
+    with pytest.raises(PromptError, match=r"frame 10 but the video has frames 0\.\.4"):
         validate_prompts(prompts_from_json(OURS), n_frames=5, height=50, width=50)
     outside = prompts_from_json([{"frame": 0, "animals": [{"id": 1, "points": [[60, 5]]}]}])
     with pytest.raises(PromptError, match="outside"):

@@ -127,10 +127,10 @@ def test_not_a_store_and_wrong_video(tmp_path, video_copy, mouse_video):
 
 
 def test_store_finds_moved_video(tmp_path, video_copy):
-    _, store = open_session(video_copy)
+    open_session(video_copy)
     moved = tmp_path / "moved"
     video_copy.parent.rename(moved)
-    video, store = open_store_session(moved / "flies.sbl.zarr")
+    video, _store = open_store_session(moved / "flies.sbl.zarr")
     assert video.path == (moved / "flies.mp4").resolve()
     (moved / "flies.mp4").unlink()
     with pytest.raises(Exception, match="cannot be found"):

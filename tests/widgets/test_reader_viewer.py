@@ -46,7 +46,7 @@ def test_viewer_opens_video_lazily(make_napari_viewer, flies_video):
 
 
 def test_viewer_restores_session_layers(make_napari_viewer, tmp_path, flies_video):
-    video_path, store = make_store_with_tracks(tmp_path, flies_video)
+    _video_path, store = make_store_with_tracks(tmp_path, flies_video)
     viewer = make_napari_viewer()
     viewer.open(str(store.path), plugin="napari-sbl")
     names = [layer.name for layer in viewer.layers]
@@ -61,7 +61,7 @@ def test_viewer_restores_session_layers(make_napari_viewer, tmp_path, flies_vide
 def test_session_widget_summarises_store(make_napari_viewer, tmp_path, flies_video):
     from napari_sbl.widgets.session import SessionWidget
 
-    video_path, store = make_store_with_tracks(tmp_path, flies_video)
+    _video_path, store = make_store_with_tracks(tmp_path, flies_video)
     viewer = make_napari_viewer()
     viewer.open(str(store.path), plugin="napari-sbl")
     widget = SessionWidget(viewer)

@@ -32,7 +32,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], params: VideoWri
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     times = iter(frame_times) if frame_times is not None else None
-    time_base = Fraction(1, 90000) if times is not None else Fraction(1, 1) / Fraction(params.fps).limit_denominator(100000)
+    rate = Fraction(params.fps).limit_denominator(100000)
+    time_base = Fraction(1, 90000) if times is not None else 1 / rate
     count = 0
     try:
         with av.open(str(tmp), mode="w") as container:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from napari_sbl.io.lazy import video_as_dask
 from napari_sbl.io.video import VideoReader
 from napari_sbl.segment.prompts import points_from_prompts, prompts_from_json

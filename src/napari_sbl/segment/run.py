@@ -17,13 +17,19 @@ from napari_sbl.errors import PromptError, StoreError
 from napari_sbl.progress import Reporter, silent
 from napari_sbl.segment.backends import TrackParams, make_tracker
 from napari_sbl.segment.measure import measure_labels
-from napari_sbl.segment.prompts import FramePrompts, animal_ids, prompts_to_json, validate_prompts
+from napari_sbl.segment.prompts import (
+    FramePrompts,
+    animal_ids,
+    merge_prompts,
+    prompts_to_json,
+    validate_prompts,
+)
 from napari_sbl.segment.quality import track_quality
 from napari_sbl.segment.seeding import prompts_from_labels
 from napari_sbl.segment.tracker import FrameSource, Tracker
 from napari_sbl.store import layout
-from napari_sbl.store.intervals import add_indices, missing
-from napari_sbl.store.session import SessionStore
+from napari_sbl.store.intervals import add_indices, missing, subtract_interval
+from napari_sbl.store.session import SessionStore, store_ready
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 64
@@ -58,8 +64,12 @@ def track_video(
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
     overwrite: bool = False,
+    provenance_prompts: Sequence[FramePrompts] | None = None,
 ) -> TrackSummary:
-    """Track ``[params.start, params.stop)`` of ``video`` into ``store``, resuming finished frames."""
+    """Track ``[params.start, params.stop)`` of ``video`` into ``store``, resuming finished frames.
+
+    ``provenance_prompts`` (default: ``prompts``) is what the store records as the user's clicks.
+    """
     reporter = reporter or silent()
     stop = video.n_frames if params.stop is None else min(int(params.stop), video.n_frames)
     start = max(0, int(params.start))
@@ -68,7 +78,8 @@ def track_video(
     validate_prompts(prompts, video.n_frames, video.height, video.width)
     ids = resolve_animal_ids(prompts, params.n_animals)
     tracker = tracker or make_tracker(params)
-    provenance = {**tracker.describe(), "params": asdict(params), "prompts": prompts_to_json(prompts)}
+    recorded = prompts if provenance_prompts is None else provenance_prompts
+    provenance = {**tracker.describe(), "params": asdict(params), "prompts": prompts_to_json(recorded)}
     writer = TrackWriter.open(store, video, ids, provenance, overwrite)
     todo = missing(writer.frames_done, start, stop)
     reporter.start(sum(b - a for a, b in todo), f"tracking ({tracker.name})")
@@ -85,6 +96,35 @@ def track_video(
     finally:
         writer.flush()
     return writer.finish(start, stop, written)
+
+
+def retrack_from(
+    video: FrameSource,
+    store: SessionStore,
+    prompts: Sequence[FramePrompts],
+    frame_index: int,
+    params: TrackParams,
+    reporter: Reporter | None = None,
+    tracker: Tracker | None = None,
+) -> TrackSummary:
+    """Re-track ``[frame_index, stop)`` after a correction on ``frame_index``.
+
+    Animals the user did not click on that frame keep their stored mask there as a seed, so
+    correcting one animal never loses the others.
+    """
+    stop = video.n_frames if params.stop is None else min(int(params.stop), video.n_frames)
+    masks = store.array(layout.TRACKS_MASKS)
+    stored = np.asarray(masks[frame_index])
+    clicked = {a.animal_id for p in prompts if p.frame_index == frame_index for a in p.animals}
+    ids = resolve_animal_ids(prompts, params.n_animals)
+    others = [i for i in ids if i not in clicked]
+    seeds = prompts_from_labels(stored, frame_index, others) if others else FramePrompts(frame_index)
+    later = [p for p in prompts if p.frame_index >= frame_index]
+    combined = merge_prompts([*later, seeds])
+    done = masks.attrs.get("frames_done", [])
+    masks.attrs.update({"frames_done": subtract_interval(done, frame_index, stop)})
+    forward = TrackParams(**{**asdict(params), "start": frame_index, "stop": stop})
+    return track_video(video, store, combined, forward, reporter, tracker, provenance_prompts=prompts)
 
 
 def _prompts_for_gap(writer: TrackWriter, prompts: Sequence[FramePrompts], start: int, stop: int,
@@ -117,24 +157,33 @@ class TrackWriter:
     @classmethod
     def open(cls, store: SessionStore, video: FrameSource, ids: list[int], provenance: dict,
              overwrite: bool) -> TrackWriter:
-        t, h, w, a = video.n_frames, video.height, video.width, len(ids)
+        """Create the track arrays, or reopen them to resume; animals new to the store get new columns."""
+        t, h, w = video.n_frames, video.height, video.width
         if store.has(layout.TRACKS_MASKS) and not overwrite:
             old = store.attrs(layout.TRACKS_MASKS)
-            if old.get("animal_ids") != list(ids) or old.get("backend") != provenance.get("backend"):
+            if old.get("backend") != provenance.get("backend"):
                 raise StoreError(
-                    f"{store.path} already holds tracks made with other animals or another backend "
-                    f"({old.get('backend')}, animals {old.get('animal_ids')}); pass --overwrite to replace them"
+                    f"{store.path} already holds tracks made with the {old.get('backend')} backend; "
+                    "pass --overwrite to replace them with new ones"
                 )
+            known = [int(i) for i in old.get("animal_ids", [])]
+            ids = known + [i for i in ids if i not in known]
+        a = len(ids)
         attrs = {**provenance, "animal_ids": list(ids)}
         masks = store.create_incremental(layout.TRACKS_MASKS, (t, h, w), np.uint16, (1, h, w), attrs,
                                          overwrite=overwrite, done_attr="frames_done")
-        if overwrite or not store.has(layout.TRACKS_ANIMAL_IDS):
-            store.write_array(layout.TRACKS_ANIMAL_IDS, np.asarray(ids, dtype=np.int32))
+        masks.attrs.update(store_ready(attrs))
+        store.write_array(layout.TRACKS_ANIMAL_IDS, np.asarray(ids, dtype=np.int32))
         rows = max(1, min(t, 4096))
-        for key, tail, fill in ((layout.TRACKS_CENTROID, (a, 2), np.nan), (layout.TRACKS_BBOX, (a, 4), np.nan),
-                                (layout.TRACKS_AREA, (a,), 0.0)):
-            store.create_incremental(key, (t, *tail), np.float32, (rows, *tail), fill_value=fill,
-                                     overwrite=overwrite)
+        for key, tail, fill in ((layout.TRACKS_CENTROID, (2,), np.nan), (layout.TRACKS_BBOX, (4,), np.nan),
+                                (layout.TRACKS_AREA, (), 0.0)):
+            if store.has(key) and not overwrite:
+                array = store.array(key)
+                if array.shape[1] != a:
+                    array.resize((t, a, *tail))
+            else:
+                store.create_incremental(key, (t, a, *tail), np.float32, (rows, a, *tail), fill_value=fill,
+                                         overwrite=overwrite)
         return cls(store, masks, ids, (h, w))
 
     def is_done(self, frame_index: int) -> bool:

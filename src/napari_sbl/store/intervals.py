@@ -43,3 +43,14 @@ def missing(intervals: Iterable[Iterable[int]], start: int, stop: int) -> list[t
 
 def covered(intervals: Iterable[Iterable[int]], start: int, stop: int) -> bool:
     return not missing(intervals, start, stop)
+
+
+def subtract_interval(intervals: Iterable[Iterable[int]], start: int, stop: int) -> list[list[int]]:
+    """``intervals`` with [start, stop) removed (frames to be redone)."""
+    result: list[list[int]] = []
+    for a, b in (tuple(map(int, span)) for span in intervals):
+        if a < start:
+            result.append([a, min(b, start)])
+        if b > stop:
+            result.append([max(a, stop), b])
+    return [span for span in result if span[0] < span[1]]

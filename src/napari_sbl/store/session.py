@@ -36,8 +36,8 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _jsonable(value: Any) -> Any:
-    """Attrs must be JSON: turn numpy scalars/arrays and paths into plain values."""
+def store_ready(value: Any) -> Any:
+    """``value`` as plain JSON types, as attrs must be (numpy scalars, arrays, paths converted)."""
     return json.loads(json.dumps(value, default=_json_default))
 
 
@@ -76,7 +76,7 @@ class SessionStore:
         except OSError as err:
             raise StoreError(f"cannot create session store {path}: {err}") from err
         now = _now()
-        group.attrs[layout.ROOT_ATTR] = _jsonable(
+        group.attrs[layout.ROOT_ATTR] = store_ready(
             {
                 "schema_version": SCHEMA_VERSION,
                 "package_version": __version__,
@@ -198,7 +198,7 @@ class SessionStore:
         if data.size:
             array[...] = data
         if attrs:
-            array.attrs.update(_jsonable(attrs))
+            array.attrs.update(store_ready(attrs))
         self._ensure_parents(key)
         replace_directory(staged, self.path / key)
         self.touch()
@@ -226,14 +226,14 @@ class SessionStore:
         staged = self._staging_dir()
         array = zarr.create_array(str(staged), shape=shape, dtype=dtype, chunks=chunks, fill_value=fill_value,
                                   zarr_format=3, overwrite=True)
-        array.attrs.update(_jsonable({**(attrs or {}), "complete": False, done_attr: []}))
+        array.attrs.update(store_ready({**(attrs or {}), "complete": False, done_attr: []}))
         self._ensure_parents(key)
         replace_directory(staged, target)
         self.touch()
         return self.array(key)
 
     def update_attrs(self, key: str, **attrs: Any) -> None:
-        self.array(key).attrs.update(_jsonable(attrs))
+        self.array(key).attrs.update(store_ready(attrs))
 
     def delete(self, key: str) -> None:
         target = self.path / key

@@ -60,7 +60,8 @@ class SessionWidget(QWidget):
             return
         info = sbl_info(layer)
         if info.get("store"):
-            self.summary.setText("\n".join([f"store: {info['store']}", *session_summary(SessionStore.open(info["store"]))]))
+            lines = session_summary(SessionStore.open(info["store"]))
+            self.summary.setText("\n".join([f"store: {info['store']}", *lines]))
             self.create_button.setEnabled(False)
         else:
             self.summary.setText(f"video: {info.get('video')}\nno session store yet")
