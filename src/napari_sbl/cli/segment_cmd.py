@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", type=int, default=None, help="stop before this frame (default: end)")
     parser.add_argument("--animals", type=int, default=None, help="number of animals when there are no prompts")
     parser.add_argument("--overwrite", action="store_true", help="discard existing tracks instead of resuming")
+    parser.add_argument("--import-sbl", type=Path, default=None, metavar="MASKS.h5",
+                        help="import masks tracked in SingleBehaviorLab instead of tracking")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args.prompts) if args.prompts else []
     video, store = open_session(args.video, args.store)
+    if args.import_sbl is not None:
+        return _import_seed(args, video, store)
     params = TrackParams(
         backend=args.backend, model=args.model, checkpoint=str(args.checkpoint) if args.checkpoint else None,
         weights=args.weights, n_animals=args.animals, start=args.start, stop=args.stop, device=args.device,
@@ -46,4 +50,18 @@ def run(args: argparse.Namespace) -> int:
     for animal_id, frames in summary.frames_present.items():
         echo(f"  animal {animal_id}: present on {frames} frames")
     echo(f"  doubtful frames (quality < 0.3): {summary.doubtful_frames}")
+    return 0
+
+
+def _import_seed(args: argparse.Namespace, video, store) -> int:
+    from napari_sbl.segment.import_sbl import import_seed_masks
+
+    reporter, listener = make_reporter(args)
+    try:
+        summary = import_seed_masks(args.import_sbl, video, store, overwrite=args.overwrite, reporter=reporter)
+    finally:
+        listener.close()
+    echo(f"imported {summary.frames_tracked} frames of SingleBehaviorLab masks into {store.path}")
+    for animal_id, frames in summary.frames_present.items():
+        echo(f"  animal {animal_id}: present on {frames} frames")
     return 0

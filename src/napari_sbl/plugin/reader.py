@@ -19,6 +19,10 @@ def get_reader(path: str | list[str]):
         return read_store
     if path.suffix.lower() in VIDEO_SUFFIXES and path.is_file():
         return read_video
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        from napari_sbl.segment.import_sbl import is_seed_mask_file
+
+        return read_seed_masks if is_seed_mask_file(path) else None
     return None
 
 
@@ -47,5 +51,26 @@ def read_store(path: str | list[str]) -> list[LayerData]:
     layers: list[LayerData] = []
     for one in paths:
         video, store = open_store_session(one)
+        layers.extend(session_layers(video, store))
+    return layers
+
+
+def read_seed_masks(path: str | list[str]) -> list[LayerData]:
+    """A SingleBehaviorLab mask file: imported into the session store of its video, then shown."""
+    from napari_sbl.errors import VideoError
+    from napari_sbl.pipeline.session import open_session
+    from napari_sbl.segment.import_sbl import import_seed_masks, read_header
+
+    paths = path if isinstance(path, list) else [path]
+    layers: list[LayerData] = []
+    for one in paths:
+        header = read_header(one)
+        candidates = [Path(header.video_path), Path(one).parent / Path(header.video_path).name]
+        video_path = next((c for c in candidates if c.is_file()), None)
+        if video_path is None:
+            raise VideoError(f"{one} refers to video {header.video_path}, which cannot be found; "
+                             "put the video next to the mask file")
+        video, store = open_session(video_path)
+        import_seed_masks(one, video, store, overwrite=True)
         layers.extend(session_layers(video, store))
     return layers
