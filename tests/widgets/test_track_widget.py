@@ -95,11 +95,11 @@ def test_cancel_keeps_frames_already_written(qtbot, viewer_with_track_widget):
     viewer, widget, truth = viewer_with_track_widget
     click(widget, 0, 20, 30, 1)
     click(widget, 0, 100, 66, 2)
-    seen = []
+    cancelled = []
 
     def cancel_after_some(done, total, message):
-        seen.append(done)
-        if done == 5:
+        if done == 5 and not cancelled:
+            cancelled.append(done)
             widget.job.cancel()
 
     widget.job._bridge.progressed.connect(cancel_after_some)

@@ -8,7 +8,7 @@ redoing work and never loses tracked frames.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -90,7 +90,7 @@ def track_video(
             for tracked in tracker.track(video, gap_prompts, gap_start, gap_stop, reporter):
                 reporter.check()
                 if gap_start <= tracked.frame_index < gap_stop:
-                    writer.write(tracked.frame_index, tracked.labels)
+                    writer.write(tracked.frame_index, tracked.labels, getattr(tracked, "quality", None))
                     written += 1
                     reporter.advance()
     finally:
@@ -176,7 +176,7 @@ class TrackWriter:
         store.write_array(layout.TRACKS_ANIMAL_IDS, np.asarray(ids, dtype=np.int32))
         rows = max(1, min(t, 4096))
         for key, tail, fill in ((layout.TRACKS_CENTROID, (2,), np.nan), (layout.TRACKS_BBOX, (4,), np.nan),
-                                (layout.TRACKS_AREA, (), 0.0)):
+                                (layout.TRACKS_AREA, (), 0.0), (layout.TRACKS_QUALITY, (), np.nan)):
             if store.has(key) and not overwrite:
                 array = store.array(key)
                 if array.shape[1] != a:
@@ -192,12 +192,14 @@ class TrackWriter:
     def labels(self, frame_index: int) -> np.ndarray:
         return np.asarray(self.masks[frame_index])
 
-    def write(self, frame_index: int, labels: np.ndarray) -> None:
+    def write(self, frame_index: int, labels: np.ndarray, quality: Mapping[int, float] | None = None) -> None:
+        """Write one frame's labels; ``quality`` is the backend's own confidence per animal id, if any."""
         if labels.shape != self.frame_shape:
             raise StoreError(f"tracker returned a {labels.shape} mask for a {self.frame_shape} video")
         labels = labels.astype(np.uint16, copy=False)
         self.masks[frame_index] = labels
-        self._pending[frame_index] = measure_labels(labels, self.ids)
+        own = np.array([(quality or {}).get(int(i), np.nan) for i in self.ids], dtype=np.float32)
+        self._pending[frame_index] = (*measure_labels(labels, self.ids), own)
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 
@@ -224,6 +226,8 @@ class TrackWriter:
         area = np.asarray(self._measures[layout.TRACKS_AREA][...])
         diagonal = float(np.hypot(*self.frame_shape))
         quality = track_quality(centroid, area, diagonal)
+        own = np.asarray(self._measures[layout.TRACKS_QUALITY][...])
+        quality = np.where(np.isnan(own), quality, np.minimum(own, quality)).astype(np.float32)
         self.store.write_array(layout.TRACKS_QUALITY, quality, attrs={"threshold": 0.3})
         self.masks.attrs.update({"complete": complete})
         self.store.touch()
@@ -233,4 +237,4 @@ class TrackWriter:
         return TrackSummary(written, stop - start, tuple(int(i) for i in self.ids), present, doubtful, complete)
 
 
-_MEASURE_KEYS = (layout.TRACKS_CENTROID, layout.TRACKS_BBOX, layout.TRACKS_AREA)
+_MEASURE_KEYS = (layout.TRACKS_CENTROID, layout.TRACKS_BBOX, layout.TRACKS_AREA, layout.TRACKS_QUALITY)

@@ -56,7 +56,7 @@ class JobPanel(QWidget):
         if on_progress is not None:
             self._bridge.progressed.connect(on_progress)
         self._extra_listener = on_progress
-        worker = create_worker(job, self.reporter, _start_thread=False)
+        worker = create_worker(job, self.reporter, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._finish(result, on_done))
         worker.errored.connect(self._failed)
         worker.finished.connect(self._cleanup)
