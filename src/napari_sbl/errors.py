@@ -44,5 +44,5 @@ class NotAvailableError(SblError):
     """A feature exists in the interface but is not available in this build."""
 
 
-class Cancelled(Exception):  # noqa: N818 - reads better at call sites than CancelledError
+class Cancelled(Exception):
     """A long job was cancelled by the user; work saved so far stays valid."""

@@ -23,6 +23,7 @@ jnp = jax.numpy
 
 from napari_sbl.embed import checkpoint as ckpt  # noqa: E402
 from napari_sbl.embed import videoprism as vp  # noqa: E402
+from napari_sbl.embed import videoprism_model as vpm  # noqa: E402
 from napari_sbl.errors import SblError, WeightsMissingError  # noqa: E402
 from napari_sbl.weights import load_manifest  # noqa: E402
 
@@ -159,7 +160,7 @@ def frames_of(shape, seed=0):
 # ---------------------------------------------------------------- layout and configs
 @pytest.mark.parametrize(("config", "count"), [(BASE, 114_365_184), (LARGE, 353_965_056)], ids=["base", "large"])
 def test_module_tree_is_the_checkpoint_table(config, count):
-    abstract = ckpt.flatten(vp.abstract_variables(config))
+    abstract = ckpt.flatten(vpm.abstract_variables(config))
     assert {key: tuple(leaf.shape) for key, leaf in abstract.items()} == ckpt.expected_shapes(config)
     assert len(abstract) == 40
     assert ckpt.parameter_count(config) == count
@@ -191,7 +192,7 @@ def test_manifest_entries_and_third_party_copy():
 # ---------------------------------------------------------------- numerical details
 def test_patch_flatten_order():
     frames = np.arange(2 * 12 * 8 * 3, dtype=np.float32).reshape(2, 12, 8, 3)
-    patches = np.asarray(vp.patchify(jnp.asarray(frames), 4))
+    patches = np.asarray(vpm.patchify(jnp.asarray(frames), 4))
     assert patches.shape == (2, 3 * 2, 48)
     for f, m, n, p, q, c in [(0, 0, 0, 0, 0, 0), (1, 2, 1, 3, 2, 1), (0, 1, 0, 0, 3, 2), (1, 0, 1, 2, 0, 0)]:
         assert patches[f, m * 2 + n, (p * 4 + q) * 3 + c] == frames[f, m * 4 + p, n * 4 + q, c]
@@ -199,25 +200,25 @@ def test_patch_flatten_order():
 
 def test_temporal_resize_worked_examples():
     ramp16 = jnp.arange(16.0)[:, None]
-    shrunk = np.asarray(vp.resize_temporal_table(ramp16, 8))[:, 0]
+    shrunk = np.asarray(vpm.resize_temporal_table(ramp16, 8))[:, 0]
     np.testing.assert_allclose(shrunk, [5 / 7, 2.5, 4.5, 6.5, 8.5, 10.5, 12.5, 15 - 5 / 7], rtol=1e-6)
     np.testing.assert_allclose(ref_resize_matrix(16, 8)[1, :6], np.array([0, 1, 3, 3, 1, 0]) / 8)
     np.testing.assert_allclose(ref_resize_matrix(16, 8)[0, :3], np.array([3, 3, 1]) / 7)
-    grown = np.asarray(vp.resize_temporal_table(jnp.arange(8.0)[:, None], 16))[:, 0]
+    grown = np.asarray(vpm.resize_temporal_table(jnp.arange(8.0)[:, None], 16))[:, 0]
     np.testing.assert_allclose(grown, [0.0, *np.arange(0.25, 7.0, 0.5), 7.0], atol=1e-6)
 
 
 @pytest.mark.parametrize("out_frames", [1, 3, 5, 8, 12, 16, 20, 32])
 def test_temporal_resize_matches_reference(out_frames):
     table = np.random.default_rng(out_frames).normal(size=(16, 6)).astype(np.float32)
-    ours = np.asarray(vp.resize_temporal_table(jnp.asarray(table), out_frames))
+    ours = np.asarray(vpm.resize_temporal_table(jnp.asarray(table), out_frames))
     np.testing.assert_allclose(ours, ref_resize_matrix(16, out_frames) @ table, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(8, 8), (5, 7), (16, 12), (20, 20), (3, 24), (16, 16)])
 def test_spatial_resize_matches_reference(rows, cols):
     table = np.random.default_rng(rows * cols).normal(size=(256, 5)).astype(np.float32)
-    ours = np.asarray(vp.resize_spatial_table(jnp.asarray(table), 16, rows, cols))
+    ours = np.asarray(vpm.resize_spatial_table(jnp.asarray(table), 16, rows, cols))
     np.testing.assert_allclose(ours, ref_resize_spatial(table, 16, rows, cols), rtol=1e-5, atol=1e-5)
 
 
@@ -233,7 +234,7 @@ def test_layer_norm_offset_scale_eps_and_biased_variance():
         "scale": rng.normal(0, 0.5, 16).astype(np.float32),
         "bias": rng.normal(0, 0.1, 16).astype(np.float32),
     }
-    ours = _apply(vp.LayerNorm(1e-6), params, x)
+    ours = _apply(vpm.LayerNorm(1e-6), params, x)
     reference = partial(ref_layer_norm, x.astype(np.float64), params["scale"], params["bias"])
     assert rel_error(ours, reference()) < 1e-5
     for wrong in (dict(eps=1e-5), dict(eps=1e-7), dict(offset=False), dict(ddof=1)):
@@ -244,7 +245,7 @@ def test_feed_forward_uses_exact_gelu(tiny_variables):
     layer0 = jax.tree_util.tree_map(lambda a: a[0], tiny_variables["params"]["spatial_encoder"])
     params = layer0["transformers_stack"]["x_layers"]["ff_layer"]
     x = np.random.default_rng(0).normal(0, 2, (3, 5, TINY.model_dim)).astype(np.float32)
-    ours = _apply(vp.FeedForward(TINY), params, x)
+    ours = _apply(vpm.FeedForward(TINY), params, x)
     assert rel_error(ours, ref_feed_forward(x.astype(np.float64), params)) < 1e-5
     assert rel_error(ours, ref_feed_forward(x.astype(np.float64), params, exact_gelu=False)) > 1e-4
 
@@ -256,7 +257,7 @@ def test_attention_query_scale_and_logit_cap(tiny_variables):
     x = np.random.default_rng(1).normal(size=(2, 7, TINY.model_dim))
     raw = np.einsum("...d,dnh->...nh", x, params["query"]["w"]) * TINY.head_dim**-0.5
     assert np.abs(np.einsum("qnh,knh->nqk", raw[0], np.einsum("...d,dnh->...nh", x, params["key"]["w"])[0])).max() > 60
-    ours = _apply(vp.SelfAttention(TINY), params, x.astype(np.float32))
+    ours = _apply(vpm.SelfAttention(TINY), params, x.astype(np.float32))
     assert rel_error(ours, ref_attention(x, params, TINY.head_dim)) < 1e-5
     assert rel_error(ours, ref_attention(x, params, TINY.head_dim, cap=0.0)) > 1e-3
     assert rel_error(ours, ref_attention(x, params, TINY.head_dim, query_scale=1.0)) > 1e-3
@@ -275,7 +276,7 @@ def _equations(jaxpr):
 
 def test_bf16_computes_in_bf16_with_fp32_softmax(tiny_variables):
     params = ckpt.cast_params(tiny_variables, "bfloat16")
-    module = vp.FactorizedEncoder(TINY, jnp.bfloat16)
+    module = vpm.FactorizedEncoder(TINY, jnp.bfloat16)
     trained_grid = jnp.zeros((1, TINY.pos_emb_frames, 16, 16, 3), jnp.float32)  # no table resize
     jaxpr = jax.make_jaxpr(module.apply)(params, trained_grid).jaxpr
     equations = list(_equations(jaxpr))

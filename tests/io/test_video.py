@@ -37,7 +37,7 @@ def test_real_video_random_access_matches_sequential(request, fixture, n_frames,
     assert times.shape == (n_frames,) and times[0] == 0.0
     assert np.allclose(np.diff(times), 1 / fps, rtol=1e-3)
     rng = np.random.default_rng(1)
-    order = list(rng.integers(0, n_frames, 40)) + [n_frames - 1, 0, n_frames // 2, n_frames // 2 - 1]
+    order = [*list(rng.integers(0, n_frames, 40)), n_frames - 1, 0, n_frames // 2, n_frames // 2 - 1]
     for frame_index in order:
         assert np.array_equal(reader.frame(int(frame_index)), reference[frame_index]), frame_index
     for frame_index in range(700, 640, -1):  # stepping backwards through a GOP

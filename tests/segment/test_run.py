@@ -67,7 +67,7 @@ def test_killed_run_resumes_without_redoing_frames(session):
 def test_retrack_from_correction_keeps_other_animals(session):
     video, store, truth = session
     track_video(video, store, prompts_from_json(PROMPTS), TrackParams())
-    correction = PROMPTS + [{"frame": 30, "animals": [{"id": 2, "points": [truth[30][1].tolist()]}]}]
+    correction = [*PROMPTS, {"frame": 30, "animals": [{"id": 2, "points": [truth[30][1].tolist()]}]}]
     summary = retrack_from(video, store, prompts_from_json(correction), 30, TrackParams())
     assert summary.frames_tracked == 30 and summary.complete
     assert_identities(store, truth, range(30, 60, 3))

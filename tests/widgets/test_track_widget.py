@@ -73,7 +73,7 @@ def test_track_fills_labels_layer_and_store(qtbot, viewer_with_track_widget, tmp
     assert masks.data.shape == (40, 96, 128)
     for t in (0, 17, 39):
         labels = np.asarray(masks.data[t])
-        for animal_id, (cx, cy) in zip((1, 2), truth[t]):
+        for animal_id, (cx, cy) in zip((1, 2), truth[t], strict=True):
             assert labels[int(cy), int(cx)] == animal_id, (t, animal_id)
     widget.export_prompts(tmp_path / "exported.json")
     exported = json.loads((tmp_path / "exported.json").read_text())

@@ -166,10 +166,10 @@ def prompts_from_points(coords: np.ndarray, ids: np.ndarray, positive: np.ndarra
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
     frames = [
         FramePrompts(
-            int(round(c[0])),
+            round(c[0]),
             (AnimalPrompt(int(i), np.array([[c[2], c[1]]]), np.array([1 if p else 0], dtype=np.int8)),),
         )
-        for c, i, p in zip(coords, np.asarray(ids), np.asarray(positive))
+        for c, i, p in zip(coords, np.asarray(ids), np.asarray(positive), strict=False)
     ]
     return merge_prompts(frames)
 
@@ -177,7 +177,7 @@ def prompts_from_points(coords: np.ndarray, ids: np.ndarray, positive: np.ndarra
 def points_from_prompts(prompts: Sequence[FramePrompts]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of :func:`prompts_from_points`: (coords (N, 3) frame/y/x, ids (N,), positive (N,))."""
     rows = [(fp.frame_index, y, x, a.animal_id, bool(lab)) for fp in prompts for a in fp.animals
-            for (x, y), lab in zip(a.points, a.labels)]
+            for (x, y), lab in zip(a.points, a.labels, strict=False)]
     coords = np.array([r[:3] for r in rows], dtype=np.float64).reshape(-1, 3)
     return coords, np.array([r[3] for r in rows], dtype=int), np.array([r[4] for r in rows], dtype=bool)
 
