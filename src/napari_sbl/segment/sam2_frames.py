@@ -1,0 +1,322 @@
+"""Frames in and out of SAM2: a lazy ``images`` source, batched backbone features, label downloads.
+
+SAM2's ``init_state`` turns every frame into a normalised [3, S, S] float32 tensor up front
+(12 MiB a frame at S=1024), which is what makes long videos run out of memory. The predictor only
+ever calls ``images[i]`` and ``len(images)``, so :class:`LazySam2Images` decodes, resizes and
+normalises a frame when asked, keeps a small LRU, and lets a background thread decode the frames
+the tracker says it will need next. :class:`BackboneFeatureCache` runs the image encoder over
+several upcoming frames in one batch and puts the results where SAM2 looks first
+(``inference_state["cached_features"]``), which keeps a GPU busy on long videos. On the way
+out, :func:`labels_from_logits` merges the animals' mask logits into one label image and
+:class:`LabelDownload` copies it to the host while the next frame is computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sbl.segment.tracker import FrameSource, TrackedFrame
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise_frames(rgb: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(K, H, W, 3) uint8 RGB → (K, 3, S, S) float32, resized and ImageNet-normalised.
+
+    Resizing runs wherever ``rgb`` lives (the GPU when tracking there), so only uint8 frames
+    cross the bus. Bicubic with antialiasing stands in for the PIL resize of SAM2's JPEG loader.
+    """
+    images = rgb.permute(0, 3, 1, 2).float().div_(255.0)
+    if images.shape[-2:] != (image_size, image_size):
+        images = F.interpolate(
+            images, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+    mean, std = _mean_and_std(images.device)
+    return images.sub_(mean).div_(std)
+
+
+_MEAN_AND_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_and_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet statistics on ``device``, made once: a new tensor per frame costs a GPU host sync."""
+    if device not in _MEAN_AND_STD:
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        _MEAN_AND_STD[device] = (mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _MEAN_AND_STD[device]
+
+
+class FrameReadAhead:
+    """Decodes announced frames in a background thread, at most ``depth`` frames ahead.
+
+    The frame source is only ever read under ``source_lock``, by this thread or by the caller, so
+    a source that is not thread-safe (a PyAV container) sees one reader at a time.
+    """
+
+    def __init__(self, frames: FrameSource, source_lock: threading.Lock, depth: int) -> None:
+        self._frames = frames
+        self._source_lock = source_lock
+        self._depth = depth
+        self._cond = threading.Condition()
+        self._order: list[int] = []
+        self._position: dict[int, int] = {}
+        self._next = 0  # position in _order the thread decodes next
+        self._consumed = 0  # positions before this were taken (or skipped) by the caller
+        self._in_flight: int | None = None
+        self._ready: dict[int, np.ndarray] = {}
+        self._closed = False
+        self.peak_buffered_frames = 0
+        self._thread = threading.Thread(target=self._run, name="sam2-frame-read-ahead", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered_frames(self) -> int:
+        return len(self._ready)
+
+    def plan(self, frame_indices: Sequence[int]) -> None:
+        """Announce the frames the caller will take next, in order; drops what is buffered."""
+        with self._cond:
+            self._order = list(frame_indices)
+            self._position = {index: pos for pos, index in enumerate(self._order)}
+            self._next = self._consumed = 0
+            self._ready.clear()
+            self._cond.notify_all()
+
+    def take(self, frame_index: int) -> np.ndarray | None:
+        """The decoded frame if the thread has it (waiting if it is decoding it), else None."""
+        with self._cond:
+            pos = self._position.get(frame_index)
+            if pos is None or pos < self._consumed:
+                return None
+            while self._in_flight == pos:
+                self._cond.wait()
+            frame = self._ready.pop(pos, None)
+            self._consumed = pos + 1
+            self._next = max(self._next, self._consumed)
+            for stale in [p for p in self._ready if p < self._consumed]:
+                del self._ready[stale]
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not (
+                    self._next < len(self._order) and self._next < self._consumed + self._depth
+                ):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                pos, frame_index = self._next, self._order[self._next]
+                self._next += 1
+                self._in_flight = pos
+            try:
+                with self._source_lock:
+                    frame = self._frames.frame(frame_index)
+            except Exception:  # the caller decodes this frame itself and sees the error there
+                frame = None
+            with self._cond:
+                self._in_flight = None
+                if frame is not None and pos >= self._consumed and self._order[pos : pos + 1] == [frame_index]:
+                    self._ready[pos] = frame
+                    self.peak_buffered_frames = max(self.peak_buffered_frames, len(self._ready))
+                self._cond.notify_all()
+
+
+class LazySam2Images:
+    """SAM2's ``images``: ``images[i]`` → (3, S, S) float32 normalised tensor on ``device``.
+
+    Holds at most ``lru_frames`` normalised frames and ``read_ahead_frames`` decoded uint8 frames
+    (0 switches the read-ahead thread off). ``len`` is the whole video, so SAM2's frame indices are
+    the video's. Call :meth:`close` (or use it as a context manager) to stop the thread.
+    """
+
+    def __init__(
+        self,
+        frames: FrameSource,
+        image_size: int,
+        device: torch.device | str = "cpu",
+        lru_frames: int = 4,
+        read_ahead_frames: int = 0,
+    ) -> None:
+        self.frames = frames
+        self.image_size = int(image_size)
+        self.device = torch.device(device)
+        self.lru_frames = max(int(lru_frames), 0)
+        self._lru: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._source_lock = threading.Lock()
+        self._read_ahead = (
+            FrameReadAhead(frames, self._source_lock, read_ahead_frames) if read_ahead_frames > 0 else None
+        )
+        self.peak_lru_frames = 0
+        self.decoded_frames = 0
+
+    def __len__(self) -> int:
+        return int(self.frames.n_frames)
+
+    def __getitem__(self, frame_index: int) -> torch.Tensor:
+        frame_index = self._check_index(frame_index)
+        cached = self._lru.get(frame_index)
+        if cached is not None:
+            self._lru.move_to_end(frame_index)
+            return cached
+        image = self.batch([frame_index])[0]
+        if self.lru_frames:
+            self._lru[frame_index] = image
+            while len(self._lru) > self.lru_frames:
+                self._lru.popitem(last=False)
+            self.peak_lru_frames = max(self.peak_lru_frames, len(self._lru))
+        return image
+
+    def batch(self, frame_indices: Sequence[int]) -> torch.Tensor:
+        """(K, 3, S, S) float32 for ``frame_indices``, normalised in one go; not added to the LRU."""
+        rgb = np.stack([self._decode(self._check_index(i)) for i in frame_indices])
+        return normalise_frames(torch.from_numpy(rgb).to(self.device, non_blocking=True), self.image_size)
+
+    def plan(self, frame_indices: Sequence[int]) -> None:
+        """Tell the read-ahead thread which frames come next, in order."""
+        if self._read_ahead is not None:
+            self._read_ahead.plan(frame_indices)
+
+    @contextlib.contextmanager
+    def decoding_paused(self) -> Iterator[None]:
+        """No background decoding while inside: the caller may use the frame source meanwhile."""
+        with self._source_lock:
+            yield
+
+    @property
+    def peak_buffered_frames(self) -> int:
+        return self._read_ahead.peak_buffered_frames if self._read_ahead is not None else 0
+
+    @property
+    def held_frames(self) -> int:
+        """Frames held right now: normalised (LRU) plus decoded and waiting (read-ahead)."""
+        buffered = self._read_ahead.buffered_frames if self._read_ahead is not None else 0
+        return len(self._lru) + buffered
+
+    def close(self) -> None:
+        if self._read_ahead is not None:
+            self._read_ahead.close()
+        self._lru.clear()
+
+    def __enter__(self) -> LazySam2Images:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_index(self, frame_index: int) -> int:
+        frame_index = int(frame_index)
+        if not 0 <= frame_index < len(self):
+            raise IndexError(f"frame {frame_index} outside the video's 0..{len(self) - 1}")
+        return frame_index
+
+    def _decode(self, frame_index: int) -> np.ndarray:
+        frame = self._read_ahead.take(frame_index) if self._read_ahead is not None else None
+        if frame is None:
+            with self._source_lock:
+                frame = self.frames.frame(frame_index)
+        self.decoded_frames += 1
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frame {frame_index}: expected (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
+        return frame
+
+
+class BackboneFeatureCache:
+    """Image-encoder features for the next ``batch_frames`` frames of a pass, computed in one batch.
+
+    SAM2's ``_get_image_feature`` looks in ``inference_state["cached_features"]`` before running the
+    encoder on a single frame, so filling that dict ahead is enough. The position encodings are the
+    same for every frame; one copy is shared instead of one per frame (44 MiB each at S=1024).
+    """
+
+    def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int) -> None:
+        self.predictor = predictor
+        self.images = images
+        self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
+        self.batch_frames = max(int(batch_frames), 1)
+        self._order: list[int] = []
+        self._position: dict[int, int] = {}
+        self._shared_pos_enc: list[torch.Tensor] | None = None
+        self.encoder_batches = 0
+        self.peak_cached_frames = 0
+
+    def plan(self, frame_indices: Sequence[int]) -> None:
+        """The frames of the coming pass that need features, in processing order."""
+        self._order = list(frame_indices)
+        self._position = {index: pos for pos, index in enumerate(self._order)}
+        self.images.plan(self._order)
+
+    def ensure(self, frame_index: int) -> None:
+        """Make sure ``frame_index`` is cached, encoding it with the frames that follow it."""
+        if frame_index in self.state["cached_features"]:
+            return
+        pos = self._position.get(frame_index)
+        upcoming = [frame_index] if pos is None else self._order[pos : pos + self.batch_frames]
+        self._encode(upcoming)
+
+    def release(self, frame_index: int) -> None:
+        self.state["cached_features"].pop(frame_index, None)
+
+    def clear(self) -> None:
+        self.state["cached_features"] = {}
+
+    def _encode(self, frame_indices: list[int]) -> None:
+        batch = self.images.batch(frame_indices)
+        backbone_out = self.predictor.forward_image(batch)
+        if self._shared_pos_enc is None:
+            self._shared_pos_enc = [pos[0:1].clone() for pos in backbone_out["vision_pos_enc"]]
+        cached = self.state["cached_features"]
+        for j, frame_index in enumerate(frame_indices):
+            features = {
+                "backbone_fpn": [level[j : j + 1] for level in backbone_out["backbone_fpn"]],
+                "vision_pos_enc": list(self._shared_pos_enc),
+            }
+            cached[frame_index] = (batch[j : j + 1], features)
+        self.encoder_batches += 1
+        self.peak_cached_frames = max(self.peak_cached_frames, len(cached))
+
+
+def labels_from_logits(logits: torch.Tensor, label_of_row: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 1, h, w) mask logits → (H, W) labels: above 0 is the animal; the highest logit wins overlaps.
+
+    Logits are upsampled as SAM2 upsamples its video-resolution masks (bilinear).
+    """
+    video_logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+    best, row = video_logits[:, 0].max(dim=0)
+    return label_of_row[row].masked_fill_(best <= 0, 0)
+
+
+class LabelDownload:
+    """One frame's labels on their way to the host; on a GPU the copy overlaps the next frame."""
+
+    def __init__(self, frame_index: int, labels: torch.Tensor) -> None:
+        self.frame_index = frame_index
+        self._event = None
+        if labels.is_cuda:
+            self._host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+            self._host.copy_(labels, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = labels
+
+    def result(self) -> TrackedFrame:
+        if self._event is not None:
+            self._event.synchronize()
+        return TrackedFrame(self.frame_index, self._host.numpy().astype(np.uint16))

@@ -1,0 +1,462 @@
+"""SAM2.1 tracker backend: point prompts in, one uint16 label image per frame out.
+
+Drives the ``sam2`` package's video predictor (a dependency, never vendored or patched) and changes
+only how it is fed, because its defaults do not scale to long videos:
+
+- frames come from a lazy source (:mod:`.sam2_frames`) instead of being loaded all at once;
+- after every frame the memory bank is cut to what the next frame reads (:mod:`.sam2_memory`);
+- the image encoder runs over several upcoming frames in one batch, and animals prompted on the
+  same frames are tracked as one batch instead of one at a time;
+- a frame's labels are copied to the host while the next frame is computed.
+
+Everything runs under bf16 autocast: SAM2 stores memory features in bf16 and fails without it.
+Importing this module is cheap; torch and sam2 load when a predictor is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_sbl.errors import NotAvailableError, PromptError, SblError
+from napari_sbl.progress import Reporter
+from napari_sbl.segment.prompts import FramePrompts, animal_ids, merge_prompts, validate_prompts
+from napari_sbl.segment.tracker import FrameSource, TrackedFrame
+
+if TYPE_CHECKING:
+    import torch
+
+    from napari_sbl.segment.sam2_frames import LabelDownload
+    from napari_sbl.segment.sam2_memory import TrackPass
+
+logger = logging.getLogger(__name__)
+
+MODEL_CONFIGS = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+WEIGHT_CHOICES = ("pretrained", "random")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Sam2Params:
+    """How to build and feed SAM2.1.
+
+    ``weights="random"`` builds the real architecture untrained (tests, benchmarks without
+    internet); ``config_overrides`` are Hydra ``++model.…`` overrides (tests shrink the model).
+    ``encoder_batch_frames`` frames go through the image encoder at once; ``batch_animals``
+    tracks animals prompted on the same frames together. ``lru_frames`` normalised and
+    ``read_ahead_frames`` decoded frames are held at most (0 turns the decoding thread off).
+    """
+
+    model: str = "tiny"
+    weights: str = "pretrained"
+    checkpoint: str | None = None
+    download: bool = True
+    device: str = "auto"
+    config_overrides: tuple[str, ...] = ()
+    encoder_batch_frames: int = 8
+    batch_animals: bool = True
+    lru_frames: int = 4
+    read_ahead_frames: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for value, choices, what in (
+            (self.model, tuple(MODEL_CONFIGS), "model"),
+            (self.weights, WEIGHT_CHOICES, "weights"),
+            (self.device, DEVICE_CHOICES, "device"),
+        ):
+            if value not in choices:
+                raise ValueError(f"SAM2 {what} {value!r} is not one of {', '.join(choices)}")
+        object.__setattr__(self, "config_overrides", tuple(self.config_overrides))
+        if self.encoder_batch_frames < 1:
+            raise ValueError(f"encoder_batch_frames must be at least 1, got {self.encoder_batch_frames}")
+
+    @property
+    def weight_name(self) -> str:
+        return f"sam2.1_hiera_{self.model}"
+
+    @property
+    def config_name(self) -> str:
+        return MODEL_CONFIGS[self.model]
+
+
+def tiny_test_overrides(
+    image_size: int = 64, embed_dim: int = 4, d_model: int = 16, mem_dim: int = 8
+) -> tuple[str, ...]:
+    """Hydra overrides shrinking the SAM2.1 tiny config to ~0.4 M parameters, for fast CPU tests.
+
+    Same architecture, smaller everything (spec §9): use with ``weights="random"``.
+    """
+    e, d, m, s = embed_dim, d_model, mem_dim, image_size
+    attention = "++model.memory_attention.layer"
+    return (
+        f"++model.image_size={s}",
+        f"++model.image_encoder.trunk.embed_dim={e}",
+        "++model.image_encoder.trunk.num_heads=1",
+        "++model.image_encoder.trunk.stages=[1,1,1,1]",
+        "++model.image_encoder.trunk.global_att_blocks=[]",
+        "++model.image_encoder.trunk.window_spec=[4,4,4,2]",
+        "++model.image_encoder.trunk.window_pos_embed_bkg_spatial_size=[4,4]",
+        f"++model.image_encoder.neck.backbone_channel_list=[{8 * e},{4 * e},{2 * e},{e}]",
+        f"++model.image_encoder.neck.d_model={d}",
+        f"++model.image_encoder.neck.position_encoding.num_pos_feats={d}",
+        f"++model.memory_attention.d_model={d}",
+        f"{attention}.d_model={d}",
+        f"{attention}.self_attention.embedding_dim={d}",
+        f"{attention}.cross_attention.embedding_dim={d}",
+        "++model.memory_attention.num_layers=1",
+        f"{attention}.dim_feedforward={2 * d}",
+        f"{attention}.self_attention.feat_sizes=[{s // 16},{s // 16}]",
+        f"{attention}.cross_attention.feat_sizes=[{s // 16},{s // 16}]",
+        f"{attention}.cross_attention.kv_in_dim={m}",
+        f"++model.memory_encoder.out_dim={m}",
+        f"++model.memory_encoder.position_encoding.num_pos_feats={m}",
+        f"++model.memory_encoder.in_dim={d}",
+        f"++model.memory_encoder.mask_downsampler.embed_dim={d}",
+        f"++model.memory_encoder.fuser.layer.dim={d}",
+        "++model.memory_encoder.fuser.num_layers=1",
+    )
+
+
+@dataclass
+class TrackStats:
+    """What the last :meth:`Sam2Tracker.track` did, and the most state it held at any frame."""
+
+    frames_forward: int = 0
+    frames_backward: int = 0
+    frames_yielded: int = 0
+    encoder_batches: int = 0
+    peak_non_cond_outputs: int = 0
+    peak_maskmem_outputs: int = 0
+    peak_frames_tracked: int = 0
+    peak_cached_features: int = 0
+    peak_lru_frames: int = 0
+    peak_buffered_frames: int = 0
+    animal_ids: list[int] = field(default_factory=list)
+
+    def count_frame(self, reverse: bool) -> None:
+        if reverse:
+            self.frames_backward += 1
+        else:
+            self.frames_forward += 1
+
+
+class Sam2Tracker:
+    """The :class:`~napari_sbl.segment.tracker.Tracker` backed by SAM2.1; builds its model once.
+
+    While a track runs, ``current_state`` (SAM2's inference state) and ``current_images`` (the lazy
+    frames) can be inspected between frames; ``last_stats`` says what the last track did.
+    """
+
+    name = "sam2"
+
+    def __init__(self, params: Sam2Params | None = None) -> None:
+        self.params = params or Sam2Params()
+        self._predictor: Any = None
+        self._checkpoint: Path | None = None
+        self.current_state: dict | None = None
+        self.current_images: Any = None
+        self.last_stats = TrackStats()
+
+    @property
+    def device(self) -> torch.device:
+        import torch
+
+        if self.params.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.params.device == "cuda" and not torch.cuda.is_available():
+            raise NotAvailableError("SAM2 was asked to run on CUDA but PyTorch sees no GPU; use device 'auto' or 'cpu'")
+        return torch.device(self.params.device)
+
+    def load(self, reporter: Reporter | None = None) -> Any:
+        """Build the predictor (downloading weights if allowed) unless already built; return it."""
+        if self._predictor is None:
+            self._checkpoint = self._resolve_checkpoint(reporter)
+            self._predictor = build_predictor(self.params, self._checkpoint, self.device)
+        return self._predictor
+
+    def describe(self) -> dict:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            sam2_version = version("sam2")
+        except PackageNotFoundError:
+            sam2_version = None
+        description = {
+            "backend": self.name,
+            "model": self.params.weight_name,
+            "config": self.params.config_name,
+            "config_overrides": list(self.params.config_overrides),
+            "weights": self.params.weights,
+            "checkpoint": str(self._checkpoint) if self._checkpoint else None,
+            "device": self.params.device,
+            "dtype": "bfloat16",
+            "encoder_batch_frames": self.params.encoder_batch_frames,
+            "batch_animals": self.params.batch_animals,
+            "sam2_version": sam2_version,
+        }
+        if self.params.weights == "pretrained":
+            from napari_sbl.weights import load_manifest
+
+            spec = load_manifest("sam2")[self.params.weight_name]
+            verified = self._checkpoint is None or self._checkpoint.name == spec.filename
+            description["sha256"] = spec.sha256 if verified else None  # other file names are not checked
+        if self._predictor is not None:
+            description["image_size"] = int(self._predictor.image_size)
+            description["device"] = str(self._predictor.device)
+        return description
+
+    def track(
+        self,
+        frames: FrameSource,
+        prompts: Sequence[FramePrompts],
+        start: int,
+        stop: int,
+        reporter: Reporter,
+    ) -> Iterator[TrackedFrame]:
+        """Yield frames ``[start, stop)`` once each: forward from the first prompt, then backward.
+
+        Prompts are checked and the model is built here, so errors surface at the call.
+        """
+        prompts = merge_prompts(prompts)
+        check_request(frames, prompts, start, stop)
+        if start == stop:
+            return iter(())
+        predictor = self.load(reporter)
+        return self._tracked_frames(predictor, frames, prompts, start, stop, reporter)
+
+    def _tracked_frames(
+        self,
+        predictor: Any,
+        frames: FrameSource,
+        prompts: list[FramePrompts],
+        start: int,
+        stop: int,
+        reporter: Reporter,
+    ) -> Iterator[TrackedFrame]:
+        from napari_sbl.segment.sam2_memory import plan_passes
+
+        self.last_stats = stats = TrackStats(animal_ids=animal_ids(prompts))
+        run = TrackRun(predictor, self.params, frames, stats)
+        passes = plan_passes([fp.frame_index for fp in prompts], start, stop, run.window)
+        self.current_state, self.current_images = run.state, run.images
+        try:
+            reporter.start(sum(len(p.order) for p in passes), "tracking with SAM2")
+            run.add_prompts(prompts)
+            for track_pass in passes:
+                yield from run.propagate(track_pass, start, stop, reporter)
+        finally:
+            run.close()
+            self.current_state = self.current_images = None
+
+    def _resolve_checkpoint(self, reporter: Reporter | None) -> Path | None:
+        if self.params.weights == "random":
+            return None
+        from napari_sbl.weights import load_manifest, resolve_weights
+
+        spec = load_manifest("sam2")[self.params.weight_name]
+        return resolve_weights(spec, self.params.checkpoint, self.params.download, reporter)
+
+
+def check_request(frames: FrameSource, prompts: Sequence[FramePrompts], start: int, stop: int) -> None:
+    """Raise :class:`PromptError` / :class:`ValueError` for prompts or a range SAM2 cannot track."""
+    if not 0 <= start <= stop <= frames.n_frames:
+        raise ValueError(f"frame range [{start}, {stop}) is not inside the video's 0..{frames.n_frames}")
+    if not any(fp.animals for fp in prompts):
+        raise PromptError("SAM2 needs at least one prompt: click on each animal on some frame")
+    validate_prompts(prompts, frames.n_frames, frames.height, frames.width)
+
+
+def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.device) -> Any:
+    """Build a ``SAM2VideoPredictor`` (random init when ``checkpoint`` is None) on ``device``."""
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    if checkpoint is None:
+        logger.warning(
+            "SAM2 %s is built with RANDOM WEIGHTS: its masks are meaningless. Use this only for tests "
+            "and benchmarks; pass weights='pretrained' to track animals.",
+            params.weight_name,
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        try:
+            predictor = build_sam2_video_predictor(
+                params.config_name,
+                str(checkpoint) if checkpoint else None,
+                device=str(device),
+                hydra_overrides_extra=list(params.config_overrides),
+            )
+        except RuntimeError as err:
+            if checkpoint is None or (str(err) and "state_dict" not in str(err)):
+                raise
+            raise SblError(
+                f"{checkpoint} does not fit the SAM2.1 {params.model} model (its weights have other names "
+                f"or shapes); pass the checkpoint of {params.weight_name}.pt or choose the matching model"
+            ) from err
+    if predictor.fill_hole_area > 0 and not _hole_filling_available(device):
+        # Without sam2's CUDA extension SAM2 skips hole filling anyway, after a failed import and a
+        # warning on every frame; switching it off gives the same masks without that cost.
+        predictor.fill_hole_area = 0
+    return predictor
+
+
+def _hole_filling_available(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TrackRun:
+    """One :meth:`Sam2Tracker.track` call: lazy frames, SAM2 state, animal groups, the per-frame step."""
+
+    def __init__(self, predictor: Any, params: Sam2Params, frames: FrameSource, stats: TrackStats) -> None:
+        from napari_sbl.segment.sam2_frames import BackboneFeatureCache, LazySam2Images
+        from napari_sbl.segment.sam2_memory import MemoryWindow, new_inference_state
+
+        self.predictor, self.params, self.stats = predictor, params, stats
+        self.device = predictor.device
+        self.images = LazySam2Images(
+            frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
+        )
+        self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
+        self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames)
+        self.window = MemoryWindow.of_model(predictor, frames.n_frames)
+        self.groups: list[Any] = []
+        self.label_of_row: torch.Tensor | None = None  # row of the stacked logits → animal id
+
+    def compute(self) -> contextlib.ExitStack:
+        """Inference mode and bf16 autocast, entered per step so no caller code runs under them."""
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        return stack
+
+    def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:
+        """Give SAM2 every click, encode the prompted frames' memory, group the animals."""
+        import torch
+
+        from napari_sbl.segment.sam2_memory import group_animals
+
+        for animal_id in animal_ids(prompts):  # SAM2 numbers objects as it meets them: ascending ids
+            self.predictor._obj_id_to_idx(self.state, animal_id)
+        with self.compute():
+            for fp in prompts:
+                for animal in fp.animals:
+                    self.predictor.add_new_points_or_box(
+                        self.state,
+                        frame_idx=fp.frame_index,
+                        obj_id=animal.animal_id,
+                        points=np.asarray(animal.points, dtype=np.float32),
+                        labels=np.asarray(animal.labels, dtype=np.int32),
+                    )
+            self.predictor.propagate_in_video_preflight(self.state)
+            self.groups = group_animals(self.state, self.params.batch_animals)
+        self.features.clear()
+        ids = [self.state["obj_idx_to_id"][i] for group in self.groups for i in group.obj_indices]
+        dtype = torch.uint8 if max(ids) < 256 else torch.int32
+        self.label_of_row = torch.tensor(ids, dtype=dtype, device=self.device)
+
+    def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter) -> Iterator[TrackedFrame]:
+        """Track every frame of the pass; yield those in ``[start, stop)`` one frame late."""
+        needs_features = [t for t in track_pass.order if any(t not in g.cond_frames for g in self.groups)]
+        self.features.plan(needs_features)
+        from napari_sbl.segment.sam2_frames import LabelDownload
+
+        pending: LabelDownload | None = None
+        for frame_index in track_pass.order:
+            reporter.check()
+            wanted = start <= frame_index < stop
+            with self.compute():
+                labels = self.step(frame_index, track_pass.reverse, wanted)
+            self.prune(frame_index, track_pass)
+            reporter.advance()
+            self.stats.count_frame(track_pass.reverse)
+            if labels is not None:
+                if pending is not None:
+                    yield from self._deliver(pending)
+                pending = LabelDownload(frame_index, labels)
+        if pending is not None:
+            yield from self._deliver(pending)
+
+    def step(self, frame_index: int, reverse: bool, wanted: bool = True) -> torch.Tensor | None:
+        """Track all groups on one frame; (H, W) labels on the compute device if ``wanted``."""
+        import torch
+
+        from napari_sbl.segment.sam2_frames import labels_from_logits
+
+        logits = [self._track_group(group, frame_index, reverse) for group in self.groups]
+        self.features.release(frame_index)
+        if not wanted:
+            return None
+        height, width = self.state["video_height"], self.state["video_width"]
+        return labels_from_logits(torch.cat(logits), self.label_of_row, height, width)
+
+    def prune(self, frame_index: int, track_pass: TrackPass) -> None:
+        from napari_sbl.segment.sam2_memory import held_frames, prune_state
+
+        next_frame = frame_index - 1 if track_pass.reverse else frame_index + 1
+        prune_state(self.state, self.window.frames_read_by(next_frame, track_pass.reverse) | track_pass.keep_for_later)
+        held = held_frames(self.state, with_bytes=False)
+        stats = self.stats
+        stats.peak_non_cond_outputs = max(stats.peak_non_cond_outputs, held.non_cond_outputs)
+        stats.peak_maskmem_outputs = max(stats.peak_maskmem_outputs, held.maskmem_outputs)
+        stats.peak_frames_tracked = max(stats.peak_frames_tracked, held.frames_tracked)
+
+    def close(self) -> None:
+        import torch
+
+        self.stats.encoder_batches = self.features.encoder_batches
+        self.stats.peak_cached_features = self.features.peak_cached_frames
+        self.stats.peak_lru_frames = self.images.peak_lru_frames
+        self.stats.peak_buffered_frames = self.images.peak_buffered_frames
+        self.images.close()
+        self.features.clear()
+        self.groups = []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _track_group(self, group: Any, frame_index: int, reverse: bool) -> torch.Tensor:
+        from napari_sbl.segment.sam2_memory import mark_tracked, record_output
+
+        cond = group.cond_frames.get(frame_index)
+        if cond is not None:
+            mark_tracked(self.state, group, frame_index, reverse)
+            return cond["pred_masks"].to(self.device, non_blocking=True)
+        self.features.ensure(frame_index)
+        output, pred_masks = self.predictor._run_single_frame_inference(
+            inference_state=self.state,
+            output_dict=group.outputs,
+            frame_idx=frame_index,
+            batch_size=len(group.obj_indices),
+            is_init_cond_frame=False,
+            point_inputs=None,
+            mask_inputs=None,
+            reverse=reverse,
+            run_mem_encoder=True,
+        )
+        record_output(self.state, group, frame_index, output, reverse)
+        return pred_masks
+
+    def _deliver(self, download: LabelDownload) -> Iterator[TrackedFrame]:
+        frame = download.result()
+        self.stats.frames_yielded += 1
+        with self.images.decoding_paused():  # the caller may read the frame source meanwhile
+            yield frame

@@ -1,0 +1,288 @@
+"""The SAM2 tracker on CPU with a shrunken, randomly initialised SAM2.1 (spec §9).
+
+Random weights give arbitrary masks, so these tests check what does not depend on them: every frame
+comes out exactly once with the right shape and ids, both directions run, the memory SAM2 holds
+stays bounded over hundreds of frames, our loop reproduces SAM2's own propagation, cancelling
+stops early, and missing weights give a helpful error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+
+from napari_sbl.errors import Cancelled, PromptError, WeightsMissingError  # noqa: E402
+from napari_sbl.progress import Reporter  # noqa: E402
+from napari_sbl.segment import sam2_frames  # noqa: E402
+from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts  # noqa: E402
+from napari_sbl.segment.sam2_frames import LazySam2Images, labels_from_logits, normalise_frames  # noqa: E402
+from napari_sbl.segment.sam2_memory import (  # noqa: E402
+    GROUP_OUTPUTS_KEY,
+    MemoryWindow,
+    held_frames,
+    new_inference_state,
+)
+from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2Tracker, tiny_test_overrides  # noqa: E402
+from napari_sbl.segment.tracker import Tracker  # noqa: E402
+from napari_sbl.weights import load_manifest  # noqa: E402
+
+from ..conftest import REPO, real_video  # noqa: E402
+
+HEIGHT, WIDTH, N_FRAMES = 80, 96, 240
+LRU, READ_AHEAD, ENCODER_BATCH = 3, 6, 4
+POINTER_WINDOW, MASKMEM_WINDOW = 15, 6  # SAM2.1: max_obj_ptrs_in_encoder - 1, num_maskmem - 1
+
+
+class BlobVideo:
+    """Two bright discs moving over a dark floor; counts readers to prove one reads at a time."""
+
+    def __init__(self, n_frames: int = N_FRAMES) -> None:
+        self.n_frames, self.height, self.width = n_frames, HEIGHT, WIDTH
+        yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+        frames = np.full((n_frames, HEIGHT, WIDTH, 3), 25, dtype=np.uint8)
+        for i in range(n_frames):
+            for x, y in self.centres(i):
+                frames[i][(xx - x) ** 2 + (yy - y) ** 2 < 64] = 230
+        self.frames = frames
+        self._lock = threading.Lock()
+        self.readers = self.most_readers = 0
+
+    def centres(self, frame_index: int) -> list[tuple[float, float]]:
+        phase = frame_index / 25.0
+        return [(30 + 12 * np.cos(phase), 40 + 20 * np.sin(phase)), (66 + 12 * np.sin(phase), 40 + 20 * np.cos(phase))]
+
+    def frame(self, frame_index: int) -> np.ndarray:
+        with self._lock:
+            self.readers += 1
+            self.most_readers = max(self.most_readers, self.readers)
+        try:
+            return self.frames[frame_index].copy()
+        finally:
+            with self._lock:
+                self.readers -= 1
+
+
+def clicks(video: BlobVideo, frame_index: int, ids: tuple[int, ...] = (1, 2)) -> FramePrompts:
+    centres = video.centres(frame_index)
+    animals = tuple(AnimalPrompt(i, np.array([centres[i - 1]]), np.array([1], dtype=np.int8)) for i in ids)
+    return FramePrompts(frame_index, animals)
+
+
+def tiny_params(**changes: object) -> Sam2Params:
+    base = {
+        "weights": "random",
+        "device": "cpu",
+        "config_overrides": tiny_test_overrides(64),
+        "encoder_batch_frames": ENCODER_BATCH,
+        "lru_frames": LRU,
+        "read_ahead_frames": READ_AHEAD,
+    }
+    return Sam2Params(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def video() -> BlobVideo:
+    return BlobVideo()
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Sam2Tracker:
+    return Sam2Tracker(tiny_params())
+
+
+# ---------------------------------------------------------------------------- whole runs
+def test_tracks_every_frame_once_both_ways_with_bounded_memory(tracker, video):
+    assert isinstance(tracker, Tracker)
+    reporter = Reporter()
+    order, state_bytes = [], []
+    for tracked in tracker.track(video, [clicks(video, 120)], 0, N_FRAMES, reporter):
+        order.append(tracked.frame_index)
+        assert tracked.labels.dtype == np.uint16 and tracked.labels.shape == (HEIGHT, WIDTH)
+        assert set(np.unique(tracked.labels)) <= {0, 1, 2}
+        held = held_frames(tracker.current_state)
+        assert held.non_cond_outputs <= 2 * POINTER_WINDOW  # own window + what the backward pass starts from
+        assert held.maskmem_outputs <= 2 * MASKMEM_WINDOW
+        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1
+        assert held.cached_features <= ENCODER_BATCH
+        assert tracker.current_images.held_frames <= LRU + READ_AHEAD
+        state_bytes.append(held.tensor_bytes)
+
+    assert order == list(range(120, N_FRAMES)) + list(range(119, -1, -1))
+    stats = tracker.last_stats
+    assert (stats.frames_forward, stats.frames_backward, stats.frames_yielded) == (120, 120, 240)
+    assert stats.peak_lru_frames <= LRU and stats.peak_buffered_frames <= READ_AHEAD
+    assert stats.encoder_batches == pytest.approx(239 / ENCODER_BATCH, abs=2)
+    assert reporter.done == reporter.total == N_FRAMES
+    assert video.most_readers == 1
+    # flat: after the first 40 frames the state never grows, whatever the length
+    assert max(state_bytes[40:]) <= 1.05 * max(state_bytes[:40])
+    assert tracker.current_state is None
+
+
+def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.Tensor]:
+    """SAM2's own propagation over all frames loaded at once, memory never pruned (the reference)."""
+    images = LazySam2Images(video, predictor.image_size).batch(range(video.n_frames))
+    state = new_inference_state(images, video.height, video.width, torch.device("cpu"))
+    logits = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for animal in prompts.animals:
+            predictor.add_new_points_or_box(
+                state, prompts.frame_index, animal.animal_id, points=animal.points, labels=animal.labels
+            )
+        for reverse in (False, True):
+            for frame_index, _, masks in predictor.propagate_in_video(state, reverse=reverse):
+                logits.setdefault(frame_index, masks.float().clone())
+    return logits
+
+
+@pytest.mark.parametrize("batch_animals", [False, True])
+def test_matches_sam2_propagation(monkeypatch, batch_animals):
+    video = BlobVideo(40)
+    tracker = Sam2Tracker(tiny_params(batch_animals=batch_animals))
+    ours = {}
+
+    def keep_logits(logits, label_of_row, height, width):
+        resized = torch.nn.functional.interpolate(
+            logits.float(), size=(height, width), mode="bilinear", align_corners=False
+        )
+        ours[len(ours)] = resized.clone()
+        return labels_from_logits(logits, label_of_row, height, width)
+
+    monkeypatch.setattr(sam2_frames, "labels_from_logits", keep_logits)
+    order = [tracked.frame_index for tracked in tracker.track(video, [clicks(video, 20)], 0, 40, Reporter())]
+    ours = {frame_index: ours[n] for n, frame_index in enumerate(order)}
+    reference = upstream_logits(tracker.load(), video, clicks(video, 20))
+    for frame_index in range(40):
+        if batch_animals:  # one batched matmul rounds differently in bf16 than two single ones
+            scale = float(reference[frame_index].abs().max())
+            assert torch.allclose(ours[frame_index], reference[frame_index], atol=0.05 * scale + 1e-3)
+        else:  # same arithmetic, same order: pruning, lazy frames and encoder batching change nothing
+            assert torch.equal(ours[frame_index], reference[frame_index]), frame_index
+
+
+def test_correction_on_later_frame_keeps_both_animals(tracker, video):
+    prompts = [clicks(video, 40), clicks(video, 70, ids=(2,))]
+    order = []
+    for tracked in tracker.track(video, prompts, 70, 100, Reporter()):
+        order.append(tracked.frame_index)
+        state = tracker.current_state
+        assert state["obj_ids"] == [1, 2]
+        for obj_idx in (0, 1):
+            assert tracked.frame_index in state["frames_tracked_per_obj"][obj_idx]
+            outputs = state["output_dict_per_obj"][obj_idx]
+            held = {**outputs["cond_frame_outputs"], **outputs["non_cond_frame_outputs"]}
+            assert tracked.frame_index in held  # delivered one frame late, still in the window
+        assert set(np.unique(tracked.labels)) <= {0, 1, 2}
+        assert state[GROUP_OUTPUTS_KEY] == {}  # prompted on different frames: tracked one at a time
+    assert order == list(range(70, 100))
+    stats = tracker.last_stats
+    assert (stats.frames_forward, stats.frames_backward) == (60, 0)  # 40..69 seed animal 1, not yielded
+    assert stats.animal_ids == [1, 2]
+
+
+def test_cancel_stops_early(tracker, video):
+    reporter = Reporter()
+    reporter.listener = lambda done, total, message: reporter.cancel() if done >= 10 else None
+    received = []
+    with pytest.raises(Cancelled):
+        for tracked in tracker.track(video, [clicks(video, 120)], 0, N_FRAMES, reporter):
+            received.append(tracked.frame_index)
+    assert len(received) < 12
+    assert tracker.current_state is None
+    assert not [t for t in threading.enumerate() if t.name == "sam2-frame-read-ahead"]
+
+
+def test_tracks_a_real_video_through_the_video_reader():
+    from napari_sbl.io.video import VideoReader
+
+    with VideoReader(real_video("flies_pair_sleap.mp4")) as reader:
+        prompts = [FramePrompts(20, (AnimalPrompt(1, np.array([[150.0, 190.0]]), np.array([1], np.int8)),))]
+        tracked = list(Sam2Tracker(tiny_params()).track(reader, prompts, 0, 40, Reporter()))
+    assert sorted(t.frame_index for t in tracked) == list(range(40))
+    assert all(t.labels.shape == (reader.height, reader.width) for t in tracked)
+
+
+# ---------------------------------------------------------------------------- parts
+def test_lazy_images_hold_at_most_lru_and_read_ahead(video):
+    with LazySam2Images(video, 64, lru_frames=2, read_ahead_frames=3) as images:
+        assert len(images) == N_FRAMES
+        images.plan(range(30))
+        for i in range(30):
+            expected = normalise_frames(torch.from_numpy(video.frame(i))[None], 64)[0]
+            assert torch.equal(images[i], expected)
+            assert images.held_frames <= 2 + 3
+        assert images.peak_lru_frames <= 2 and images.peak_buffered_frames <= 3
+        assert images[200].shape == (3, 64, 64)  # outside the plan: decoded on the spot
+        with pytest.raises(IndexError):
+            images[N_FRAMES]
+
+
+def test_labels_from_logits_thresholds_and_lets_the_highest_logit_win():
+    logits = torch.tensor([[1.0, 3.0, -1.0, 0.0], [2.0, -5.0, -2.0, 0.0]]).reshape(2, 1, 1, 4)
+    labels = labels_from_logits(logits, torch.tensor([7, 300], dtype=torch.int32), 1, 4)
+    assert labels.tolist() == [[300, 7, 0, 0]]
+
+
+def test_memory_window_mirrors_what_sam2_reads():
+    window = MemoryWindow(num_frames=1000)
+    forward = window.frames_read_by(50, reverse=False)
+    assert forward.maskmem == set(range(44, 50)) and forward.pointer == set(range(35, 50))
+    backward = window.frames_read_by(50, reverse=True)
+    assert backward.maskmem == set(range(51, 57)) and backward.pointer == set(range(51, 66))
+    assert window.frames_read_by(3, reverse=False).pointer == {0, 1, 2}
+
+
+def test_bad_requests_fail_before_any_model_is_built(video):
+    tracker = Sam2Tracker(tiny_params())
+    with pytest.raises(PromptError, match="at least one prompt"):
+        tracker.track(video, [], 0, 10, Reporter())
+    outside = FramePrompts(5, (AnimalPrompt(1, np.array([[500.0, 10.0]]), np.array([1], np.int8)),))
+    with pytest.raises(PromptError, match="outside"):
+        tracker.track(video, [outside], 0, 10, Reporter())
+    with pytest.raises(ValueError, match="frame range"):
+        tracker.track(video, [clicks(video, 5)], 10, 5, Reporter())
+    assert tracker._predictor is None
+
+
+def test_missing_weights_say_what_to_download_and_where(cache_dir, monkeypatch, video):
+    monkeypatch.delenv("NAPARI_SBL_SAM2_TINY", raising=False)
+    tracker = Sam2Tracker(Sam2Params(model="tiny", download=False, device="cpu"))
+    with pytest.raises(WeightsMissingError) as raised:
+        tracker.track(video, [clicks(video, 5)], 0, 10, Reporter())
+    message = str(raised.value)
+    for expected in ("sam2.1_hiera_tiny.pt", "dl.fbaipublicfiles.com", str(cache_dir), "NAPARI_SBL_SAM2_TINY"):
+        assert expected in message
+
+
+def test_describe_names_model_weights_and_size(tracker):
+    tracker.load()
+    description = tracker.describe()
+    assert description["backend"] == "sam2" and description["model"] == "sam2.1_hiera_tiny"
+    assert description["weights"] == "random" and description["image_size"] == 64
+    assert description["dtype"] == "bfloat16"
+
+
+def test_manifest_lists_the_four_sam21_checkpoints():
+    specs = load_manifest("sam2")
+    assert sorted(specs) == [f"sam2.1_hiera_{m}" for m in ("base_plus", "large", "small", "tiny")]
+    for spec in specs.values():
+        assert len(spec.sha256) == 64 and spec.size_bytes > 100_000_000 and spec.licence == "Apache-2.0"
+        assert spec.urls[0].startswith("https://dl.fbaipublicfiles.com/segment_anything_2/092824/")
+        assert spec.urls[1].startswith("https://huggingface.co/facebook/sam2.1-hiera-")
+    assert specs["sam2.1_hiera_large"].sha256.startswith("2647878d")
+    packaged = json.loads((REPO / "src/napari_sbl/manifests/sam2.json").read_text())
+    assert json.loads((REPO / "third_party/weights/sam2.json").read_text()) == packaged
+
+
+def test_importing_the_tracker_does_not_import_torch():
+    code = "import sys, napari_sbl.segment.sam2_tracker; print('torch' in sys.modules, 'sam2' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
