@@ -90,3 +90,32 @@ def test_killed_worker_then_rerun_completes_with_intact_stores(client, tmp_path)
 def test_globs_expand_in_order(videos, tmp_path):
     found = expand_videos([str(tmp_path / "*.mp4")])
     assert [p.name for p in found] == ["a.mp4", "b.mp4", "broken.mp4"]
+
+
+@pytest.mark.gui
+def test_batch_widget_lists_states_and_runs(make_napari_viewer, qtbot, tmp_path):
+    from napari_sbl.widgets.batch import BatchWidget
+
+    two_blob_video(tmp_path / "one.mp4", n_frames=20)
+    widget = BatchWidget(make_napari_viewer())
+    widget.step_checks["embed"].setChecked(False)
+    widget.animals_spin.setValue(2)
+    widget.workers_spin.setValue(1)
+    widget.add_videos([tmp_path])
+    assert widget.table.rowCount() == 1 and widget.table.item(0, 1).text() == "missing"
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.job.busy, timeout=120_000)
+    assert widget.table.item(0, 1).text() == "done", widget.job.status.text()
+    assert "all steps done" in widget.job.status.text()
+
+
+def test_gpu_pinning_gives_each_worker_its_own_devices(monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_sbl.pipeline.gpu_pinning import GpuPinning
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    GpuPinning(2).setup(SimpleNamespace(name="1"))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+    GpuPinning(1).setup(SimpleNamespace(name="0"))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"

@@ -51,23 +51,6 @@ def status_table(videos: Sequence[Path], params: BatchParams) -> list[dict]:
     ]
 
 
-class _GpuPinning:
-    """Worker plugin: give each worker process its own GPU before torch or jax start."""
-
-    name = "napari-sbl-gpu-pinning"
-
-    def __init__(self, gpus_per_worker: int) -> None:
-        self.gpus_per_worker = gpus_per_worker
-
-    def setup(self, worker) -> None:
-        if self.gpus_per_worker <= 0:
-            return
-        slot = int(worker.name) if str(worker.name).isdigit() else abs(hash(worker.name)) % 64
-        first = slot * self.gpus_per_worker
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(first + k) for k in range(self.gpus_per_worker))
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
-
 def make_client(params: BatchParams):
     """A client on a LocalCluster (default) or on a running scheduler at ``params.scheduler``."""
     from distributed import Client, LocalCluster
@@ -79,7 +62,10 @@ def make_client(params: BatchParams):
         client = Client(cluster)
     else:
         client = Client(params.scheduler)
-    client.register_plugin(_GpuPinning(params.gpus_per_worker))
+    if params.gpus_per_worker:
+        from napari_sbl.pipeline.gpu_pinning import GpuPinning
+
+        client.register_plugin(GpuPinning(params.gpus_per_worker))
     return client
 
 
