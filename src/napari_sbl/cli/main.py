@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_sbl import __version__
-from napari_sbl.cli import batch_cmd, demo_cmd, segment_cmd
+from napari_sbl.cli import analyze_cmd, batch_cmd, demo_cmd, segment_cmd
 from napari_sbl.cli.common import add_shared_options, configure_logging
 from napari_sbl.errors import Cancelled, SblError
 
@@ -22,10 +22,14 @@ PLANNED_VERBS = {
     "labels": "import/export behaviour annotations",
     "train": "train a behaviour classifier on cached embeddings",
     "infer": "predict per-frame behaviour on new videos",
-    "analyze": "ethograms, bouts, time budgets and transitions",
 }
 
-IMPLEMENTED = {"demo": demo_cmd, "segment": segment_cmd, "batch": batch_cmd}
+IMPLEMENTED = {
+    "demo": demo_cmd,
+    "segment": segment_cmd,
+    "batch": batch_cmd,
+    "analyze": analyze_cmd,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
