@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from napari_sbl.cli.main import PLANNED_VERBS, main
+from napari_sbl.cli.main import IMPLEMENTED, PLANNED_VERBS, main
 
-ALL_VERBS = ["demo", "segment", *PLANNED_VERBS]
+ALL_VERBS = [*IMPLEMENTED, *PLANNED_VERBS]
 
 
 @pytest.mark.parametrize("verb", ALL_VERBS)

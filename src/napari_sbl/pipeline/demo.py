@@ -58,9 +58,16 @@ def _step_track(ctx: DemoContext) -> str:
     return f"tracked {summary.frames_total} frames with the classical tracker ({present})"
 
 
-DEMO_STEPS: list[tuple[str, Callable[[DemoContext], str]]] = [
-    ("track", _step_track),
-]
+def _demo_steps() -> list[tuple[str, Callable[[DemoContext], str]]]:
+    """The pipeline in order; imported lazily so the demo module stays cheap to import."""
+    from napari_sbl.analysis.run import demo_step_analyze
+    from napari_sbl.behavior.annotation_store import demo_step_labels
+
+    return [
+        ("track", _step_track),
+        ("labels", demo_step_labels),
+        ("analyze", demo_step_analyze),
+    ]
 
 
 def run_demo(params: DemoParams, reporter: Reporter | None = None) -> DemoResult:
@@ -75,7 +82,7 @@ def run_demo(params: DemoParams, reporter: Reporter | None = None) -> DemoResult
     video, store = open_session(video_path)
     result = DemoResult(store_path=store.path, video_path=video_path)
     ctx = DemoContext(params, video, store, reporter, result)
-    for name, step in DEMO_STEPS:
+    for name, step in _demo_steps():
         log.info("demo step: %s", name)
         result.lines.append(step(ctx))
         result.steps.append(name)
