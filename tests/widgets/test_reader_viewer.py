@@ -88,3 +88,20 @@ def test_sample_data_opens(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-sbl", "flies_pair")
     assert viewer.layers[0].data.shape == (1100, 384, 384, 3)
+
+
+def test_store_with_annotations_shows_behaviour_coloured_masks(make_napari_viewer, tmp_path, flies_video):
+    _, store = make_store_with_tracks(tmp_path, flies_video)
+    store.write_array(layout.TRACKS_ANIMAL_IDS, np.array([1], dtype=np.int32))
+    classes = [{"id": 0, "name": "groom", "color": "#ff0000", "key": 1},
+               {"id": 1, "name": "walk", "color": "#00ff00", "key": 2}]
+    rows = {"animal_id": [1, 1], "start_frame": [10, 50], "stop_frame": [20, 60], "class_id": [1, 0]}
+    for part, values in rows.items():
+        store.write_array(f"annotations/{part}", np.array(values, dtype=np.int32), attrs={"classes": classes})
+    viewer = make_napari_viewer()
+    viewer.open(str(store.path), plugin="napari-sbl")
+    layer = viewer.layers["behaviour (annotations)"]
+    assert int(np.asarray(layer.data[15])[15, 35]) == 2  # walk = class index 1 → value 2
+    assert int(np.asarray(layer.data[55])[15, 35]) == 1  # groom
+    assert int(np.asarray(layer.data[30])[15, 35]) == 0  # unlabelled
+    assert int(np.asarray(layer.data[15])[0, 0]) == 0  # background

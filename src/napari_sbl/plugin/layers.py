@@ -61,7 +61,10 @@ def animal_color(animal_id: int) -> str:
 
 
 def session_layers(video: VideoReader, store: SessionStore) -> list[LayerData]:
-    layers = [video_layer(video, store), masks_layer(video, store), prompts_layer(video, store)]
+    from napari_sbl.plugin.behaviour_layer import behaviour_layer
+
+    layers = [video_layer(video, store), masks_layer(video, store), behaviour_layer(video, store),
+              prompts_layer(video, store)]
     return [layer for layer in layers if layer is not None]
 
 
