@@ -3,7 +3,8 @@
 Random weights give arbitrary masks, so these tests check what does not depend on them: every frame
 comes out exactly once with the right shape and ids, both directions run, the memory SAM2 holds
 stays bounded over hundreds of frames, our loop reproduces SAM2's own propagation, cancelling
-stops early, and missing weights give a helpful error.
+stops early, and missing weights give a helpful error. Arbitrary masks also drift all the time,
+which exercises drift recovery: re-prompts happen, are recorded, and keep the state bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ pytest.importorskip("sam2")
 from napari_sbl.errors import Cancelled, PromptError, WeightsMissingError  # noqa: E402
 from napari_sbl.progress import Reporter  # noqa: E402
 from napari_sbl.segment import sam2_frames  # noqa: E402
+from napari_sbl.segment.backends import TrackParams, make_tracker  # noqa: E402
+from napari_sbl.segment.drift import REASONS, DriftParams, recovery_counts  # noqa: E402
 from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts  # noqa: E402
 from napari_sbl.segment.sam2_frames import LazySam2Images, labels_from_logits, normalise_frames  # noqa: E402
 from napari_sbl.segment.sam2_memory import (  # noqa: E402
@@ -30,7 +33,12 @@ from napari_sbl.segment.sam2_memory import (  # noqa: E402
     held_frames,
     new_inference_state,
 )
-from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2Tracker, tiny_test_overrides  # noqa: E402
+from napari_sbl.segment.sam2_tracker import (  # noqa: E402
+    Sam2Params,
+    Sam2TrackedFrame,
+    Sam2Tracker,
+    tiny_test_overrides,
+)
 from napari_sbl.segment.tracker import Tracker  # noqa: E402
 from napari_sbl.weights import load_manifest  # noqa: E402
 
@@ -39,6 +47,11 @@ from ..conftest import REPO, real_video  # noqa: E402
 HEIGHT, WIDTH, N_FRAMES = 80, 96, 240
 LRU, READ_AHEAD, ENCODER_BATCH = 3, 6, 4
 POINTER_WINDOW, MASKMEM_WINDOW = 15, 6  # SAM2.1: max_obj_ptrs_in_encoder - 1, num_maskmem - 1
+OFF = DriftParams(recover=False)
+EAGER = DriftParams(  # re-prompts at the slightest doubt, so random weights trigger every kind of recovery
+    jump_body_lengths=0.5, area_ratio=1.5, empty_stretch_frames=1, cooldown_frames=2, bank_quality=0.0,
+    max_recovery_cond_frames=1,
+)
 
 
 class BlobVideo:
@@ -107,7 +120,12 @@ def test_tracks_every_frame_once_both_ways_with_bounded_memory(tracker, video):
         order.append(tracked.frame_index)
         assert tracked.labels.dtype == np.uint16 and tracked.labels.shape == (HEIGHT, WIDTH)
         assert set(np.unique(tracked.labels)) <= {0, 1, 2}
+        assert isinstance(tracked, Sam2TrackedFrame) and set(tracked.quality) == {1, 2}
+        assert all(0.0 <= q <= 1.0 for q in tracked.quality.values())
+        present = {int(i) for i in np.unique(tracked.labels) if i}
+        assert {i for i, q in tracked.quality.items() if q > 0} == present  # 0 exactly where absent
         held = held_frames(tracker.current_state)
+        assert held.cond_outputs <= 1 + DriftParams().max_recovery_cond_frames
         assert held.non_cond_outputs <= 2 * POINTER_WINDOW  # own window + what the backward pass starts from
         assert held.maskmem_outputs <= 2 * MASKMEM_WINDOW
         assert held.frames_tracked <= 2 * POINTER_WINDOW + 1
@@ -125,6 +143,53 @@ def test_tracks_every_frame_once_both_ways_with_bounded_memory(tracker, video):
     # flat: after the first 40 frames the state never grows, whatever the length
     assert max(state_bytes[40:]) <= 1.05 * max(state_bytes[:40])
     assert tracker.current_state is None
+
+
+def test_recovery_reprompts_drifting_animals_and_keeps_conditioning_frames_bounded(video):
+    tracker = Sam2Tracker(tiny_params(drift=EAGER))
+    order, state_bytes = [], []
+    for tracked in tracker.track(video, [clicks(video, 120)], 0, N_FRAMES, Reporter()):
+        order.append(tracked.frame_index)
+        assert set(tracked.quality) == {1, 2} and all(0.0 <= q <= 1.0 for q in tracked.quality.values())
+        state = tracker.current_state
+        held = held_frames(state)
+        assert held.cond_outputs <= 1 + EAGER.max_recovery_cond_frames  # the click + the newest recovery
+        assert held.non_cond_outputs <= 2 * POINTER_WINDOW and held.maskmem_outputs <= 2 * MASKMEM_WINDOW
+        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1
+        assert all(not inputs for obj, inputs in state["mask_inputs_per_obj"].items())  # 4 MiB each at S=1024
+        for record in tracker.last_stats.recoveries:
+            if record.frame_index == tracked.frame_index and record.accepted:
+                obj_idx = state["obj_id_to_idx"][record.animal_id]  # a real SAM2 conditioning frame now
+                assert record.frame_index in state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+                assert tracked.quality[record.animal_id] <= EAGER.recovered_quality  # listed for review
+        state_bytes.append(held.tensor_bytes)
+
+    assert order == list(range(120, N_FRAMES)) + list(range(119, -1, -1))
+    stats = tracker.last_stats
+    records = stats.recoveries
+    kept = [r for r in records if r.accepted]
+    assert {r.prompt for r in kept} == {"box", "mask"} and len(kept) > 10
+    assert {r.reason for r in records} <= set(REASONS) and any(not r.accepted for r in records)
+    assert all(r.quality_after > r.quality_before for r in kept)
+    assert len({(r.frame_index, r.animal_id) for r in records}) == len(records)  # once per frame and animal
+    for animal_id in (1, 2):
+        for in_pass in (lambda f: f >= 120, lambda f: f < 120):
+            frames = sorted(r.frame_index for r in records if r.animal_id == animal_id and in_pass(r.frame_index))
+            assert all(b - a > EAGER.cooldown_frames for a, b in zip(frames, frames[1:]))
+    assert stats.peak_recovery_cond_frames == EAGER.max_recovery_cond_frames
+    assert max(state_bytes[40:]) <= 1.05 * max(state_bytes[:40])
+    description = tracker.describe()
+    assert description["recoveries"] == recovery_counts(records) and description["drift"]["cooldown_frames"] == 2
+
+
+def test_recovery_settings_pass_through_track_params():
+    """The CLI and the widget build trackers from TrackParams; drift settings ride in ``extra``."""
+    tracker = make_tracker(TrackParams(backend="sam2", weights="random", extra={"drift": {"recover": False}}))
+    assert tracker.params.drift == DriftParams(recover=False)
+    assert tracker.describe()["drift"]["recover"] is False and "recoveries" not in tracker.describe()
+    assert make_tracker(TrackParams(backend="sam2")).params.drift.recover
+    with pytest.raises(ValueError, match="area_ratio"):
+        Sam2Params(drift={"area_ratio": 1.0})
 
 
 def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.Tensor]:
@@ -145,8 +210,9 @@ def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.
 
 @pytest.mark.parametrize("batch_animals", [False, True])
 def test_matches_sam2_propagation(monkeypatch, batch_animals):
+    """With recovery off our loop is SAM2's own propagation; frames are still scored."""
     video = BlobVideo(40)
-    tracker = Sam2Tracker(tiny_params(batch_animals=batch_animals))
+    tracker = Sam2Tracker(tiny_params(batch_animals=batch_animals, drift=OFF))
     ours = {}
 
     def keep_logits(logits, label_of_row, height, width):
@@ -157,7 +223,10 @@ def test_matches_sam2_propagation(monkeypatch, batch_animals):
         return labels_from_logits(logits, label_of_row, height, width)
 
     monkeypatch.setattr(sam2_frames, "labels_from_logits", keep_logits)
-    order = [tracked.frame_index for tracked in tracker.track(video, [clicks(video, 20)], 0, 40, Reporter())]
+    frames = list(tracker.track(video, [clicks(video, 20)], 0, 40, Reporter()))
+    assert all(set(tracked.quality) == {1, 2} for tracked in frames)
+    assert tracker.last_stats.recoveries == [] and tracker.describe()["recoveries"]["attempted"] == 0
+    order = [tracked.frame_index for tracked in frames]
     ours = {frame_index: ours[n] for n, frame_index in enumerate(order)}
     reference = upstream_logits(tracker.load(), video, clicks(video, 20))
     for frame_index in range(40):

@@ -15,6 +15,7 @@ def session_summary(store: SessionStore) -> list[str]:
         f"{video.get('fps')} fps, {video.get('codec')}",
     ]
     lines.extend(_tracks_lines(store))
+    lines.append(_annotations_line(store))
     for group, label in ((layout.EMBEDDINGS, "embeddings"), (layout.CLUSTERS, "clusterings"),
                          (layout.PREDICTIONS, "predictions")):
         names = store.children(group)
@@ -31,3 +32,12 @@ def _tracks_lines(store: SessionStore) -> list[str]:
     left = sum(b - a for a, b in gaps)
     state = "complete" if not left else f"{n_frames - left}/{n_frames} frames done"
     return [f"tracks: {attrs.get('backend', '?')} ({state}), animals {attrs.get('animal_ids', [])}"]
+
+
+def _annotations_line(store: SessionStore) -> str:
+    key = f"{layout.ANNOTATIONS}/class_id"
+    if not store.has(key):
+        return "annotations: none yet"
+    classes = store.attrs(key).get("classes", [])
+    names = ", ".join(c.get("name", "?") for c in classes)
+    return f"annotations: {store.array(key).shape[0]} segments ({names or 'no classes'})"

@@ -7,33 +7,31 @@ only how it is fed, because its defaults do not scale to long videos:
 - after every frame the memory bank is cut to what the next frame reads (:mod:`.sam2_memory`);
 - the image encoder runs over several upcoming frames in one batch, and animals prompted on the
   same frames are tracked as one batch instead of one at a time;
-- a frame's labels are copied to the host while the next frame is computed.
+- a frame's labels are copied to the host while the next frame is computed;
+- each animal's mask is scored against a motion prediction, and a drifted or lost animal is
+  prompted again on the spot (:mod:`.drift`, :mod:`.sam2_recovery`).
 
-Everything runs under bf16 autocast: SAM2 stores memory features in bf16 and fails without it.
+The per-frame loop lives in :mod:`.sam2_propagation`. Everything runs under bf16 autocast: SAM2
+stores memory features in bf16 and fails without it.
 Importing this module is cheap; torch and sam2 load when a predictor is built.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from napari_sbl.errors import NotAvailableError, PromptError, SblError
 from napari_sbl.progress import Reporter
+from napari_sbl.segment.drift import DriftParams, RecoveryRecord, recovery_counts
 from napari_sbl.segment.prompts import FramePrompts, animal_ids, merge_prompts, validate_prompts
 from napari_sbl.segment.tracker import FrameSource, TrackedFrame
 
 if TYPE_CHECKING:
     import torch
-
-    from napari_sbl.segment.sam2_frames import LabelDownload
-    from napari_sbl.segment.sam2_memory import TrackPass
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +54,8 @@ class Sam2Params:
     ``encoder_batch_frames`` frames go through the image encoder at once; ``batch_animals``
     tracks animals prompted on the same frames together. ``lru_frames`` normalised and
     ``read_ahead_frames`` decoded frames are held at most (0 turns the decoding thread off).
+    ``drift`` decides when a mask has drifted and whether to re-prompt (a mapping is accepted,
+    as the CLI and the widget pass it through ``TrackParams.extra``).
     """
 
     model: str = "tiny"
@@ -69,6 +69,7 @@ class Sam2Params:
     lru_frames: int = 4
     read_ahead_frames: int = 16
     seed: int = 0
+    drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
         for value, choices, what in (
@@ -79,6 +80,8 @@ class Sam2Params:
             if value not in choices:
                 raise ValueError(f"SAM2 {what} {value!r} is not one of {', '.join(choices)}")
         object.__setattr__(self, "config_overrides", tuple(self.config_overrides))
+        if isinstance(self.drift, Mapping):
+            object.__setattr__(self, "drift", DriftParams(**self.drift))
         if self.encoder_batch_frames < 1:
             raise ValueError(f"encoder_batch_frames must be at least 1, got {self.encoder_batch_frames}")
 
@@ -143,13 +146,24 @@ class TrackStats:
     peak_cached_features: int = 0
     peak_lru_frames: int = 0
     peak_buffered_frames: int = 0
+    peak_cond_outputs: int = 0
+    peak_recovery_cond_frames: int = 0
     animal_ids: list[int] = field(default_factory=list)
+    recoveries: list[RecoveryRecord] = field(default_factory=list)
 
     def count_frame(self, reverse: bool) -> None:
         if reverse:
             self.frames_backward += 1
         else:
             self.frames_forward += 1
+
+
+@dataclass(frozen=True)
+class Sam2TrackedFrame(TrackedFrame):
+    """A tracked frame plus ``quality``: animal id → score in [0, 1] (0 = absent), from
+    :class:`~napari_sbl.segment.drift.DriftMonitor`; the tracking step saves it in ``tracks/quality``."""
+
+    quality: Mapping[int, float] = field(default_factory=dict)
 
 
 class Sam2Tracker:
@@ -204,8 +218,11 @@ class Sam2Tracker:
             "dtype": "bfloat16",
             "encoder_batch_frames": self.params.encoder_batch_frames,
             "batch_animals": self.params.batch_animals,
+            "drift": asdict(self.params.drift),
             "sam2_version": sam2_version,
         }
+        if self.last_stats.frames_forward or self.last_stats.frames_backward:
+            description["recoveries"] = recovery_counts(self.last_stats.recoveries)  # of the last track() call
         if self.params.weights == "pretrained":
             from napari_sbl.weights import load_manifest
 
@@ -246,6 +263,7 @@ class Sam2Tracker:
         reporter: Reporter,
     ) -> Iterator[TrackedFrame]:
         from napari_sbl.segment.sam2_memory import plan_passes
+        from napari_sbl.segment.sam2_propagation import TrackRun
 
         self.last_stats = stats = TrackStats(animal_ids=animal_ids(prompts))
         run = TrackRun(predictor, self.params, frames, stats)
@@ -320,143 +338,3 @@ def _hole_filling_available(device: torch.device) -> bool:
     except ImportError:
         return False
     return True
-
-
-class TrackRun:
-    """One :meth:`Sam2Tracker.track` call: lazy frames, SAM2 state, animal groups, the per-frame step."""
-
-    def __init__(self, predictor: Any, params: Sam2Params, frames: FrameSource, stats: TrackStats) -> None:
-        from napari_sbl.segment.sam2_frames import BackboneFeatureCache, LazySam2Images
-        from napari_sbl.segment.sam2_memory import MemoryWindow, new_inference_state
-
-        self.predictor, self.params, self.stats = predictor, params, stats
-        self.device = predictor.device
-        self.images = LazySam2Images(
-            frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
-        )
-        self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
-        self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames)
-        self.window = MemoryWindow.of_model(predictor, frames.n_frames)
-        self.groups: list[Any] = []
-        self.label_of_row: torch.Tensor | None = None  # row of the stacked logits → animal id
-
-    def compute(self) -> contextlib.ExitStack:
-        """Inference mode and bf16 autocast, entered per step so no caller code runs under them."""
-        import torch
-
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
-        return stack
-
-    def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:
-        """Give SAM2 every click, encode the prompted frames' memory, group the animals."""
-        import torch
-
-        from napari_sbl.segment.sam2_memory import group_animals
-
-        for animal_id in animal_ids(prompts):  # SAM2 numbers objects as it meets them: ascending ids
-            self.predictor._obj_id_to_idx(self.state, animal_id)
-        with self.compute():
-            for fp in prompts:
-                for animal in fp.animals:
-                    self.predictor.add_new_points_or_box(
-                        self.state,
-                        frame_idx=fp.frame_index,
-                        obj_id=animal.animal_id,
-                        points=np.asarray(animal.points, dtype=np.float32),
-                        labels=np.asarray(animal.labels, dtype=np.int32),
-                    )
-            self.predictor.propagate_in_video_preflight(self.state)
-            self.groups = group_animals(self.state, self.params.batch_animals)
-        self.features.clear()
-        ids = [self.state["obj_idx_to_id"][i] for group in self.groups for i in group.obj_indices]
-        dtype = torch.uint8 if max(ids) < 256 else torch.int32
-        self.label_of_row = torch.tensor(ids, dtype=dtype, device=self.device)
-
-    def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter) -> Iterator[TrackedFrame]:
-        """Track every frame of the pass; yield those in ``[start, stop)`` one frame late."""
-        needs_features = [t for t in track_pass.order if any(t not in g.cond_frames for g in self.groups)]
-        self.features.plan(needs_features)
-        from napari_sbl.segment.sam2_frames import LabelDownload
-
-        pending: LabelDownload | None = None
-        for frame_index in track_pass.order:
-            reporter.check()
-            wanted = start <= frame_index < stop
-            with self.compute():
-                labels = self.step(frame_index, track_pass.reverse, wanted)
-            self.prune(frame_index, track_pass)
-            reporter.advance()
-            self.stats.count_frame(track_pass.reverse)
-            if labels is not None:
-                if pending is not None:
-                    yield from self._deliver(pending)
-                pending = LabelDownload(frame_index, labels)
-        if pending is not None:
-            yield from self._deliver(pending)
-
-    def step(self, frame_index: int, reverse: bool, wanted: bool = True) -> torch.Tensor | None:
-        """Track all groups on one frame; (H, W) labels on the compute device if ``wanted``."""
-        import torch
-
-        from napari_sbl.segment.sam2_frames import labels_from_logits
-
-        logits = [self._track_group(group, frame_index, reverse) for group in self.groups]
-        self.features.release(frame_index)
-        if not wanted:
-            return None
-        height, width = self.state["video_height"], self.state["video_width"]
-        return labels_from_logits(torch.cat(logits), self.label_of_row, height, width)
-
-    def prune(self, frame_index: int, track_pass: TrackPass) -> None:
-        from napari_sbl.segment.sam2_memory import held_frames, prune_state
-
-        next_frame = frame_index - 1 if track_pass.reverse else frame_index + 1
-        prune_state(self.state, self.window.frames_read_by(next_frame, track_pass.reverse) | track_pass.keep_for_later)
-        held = held_frames(self.state, with_bytes=False)
-        stats = self.stats
-        stats.peak_non_cond_outputs = max(stats.peak_non_cond_outputs, held.non_cond_outputs)
-        stats.peak_maskmem_outputs = max(stats.peak_maskmem_outputs, held.maskmem_outputs)
-        stats.peak_frames_tracked = max(stats.peak_frames_tracked, held.frames_tracked)
-
-    def close(self) -> None:
-        import torch
-
-        self.stats.encoder_batches = self.features.encoder_batches
-        self.stats.peak_cached_features = self.features.peak_cached_frames
-        self.stats.peak_lru_frames = self.images.peak_lru_frames
-        self.stats.peak_buffered_frames = self.images.peak_buffered_frames
-        self.images.close()
-        self.features.clear()
-        self.groups = []
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _track_group(self, group: Any, frame_index: int, reverse: bool) -> torch.Tensor:
-        from napari_sbl.segment.sam2_memory import mark_tracked, record_output
-
-        cond = group.cond_frames.get(frame_index)
-        if cond is not None:
-            mark_tracked(self.state, group, frame_index, reverse)
-            return cond["pred_masks"].to(self.device, non_blocking=True)
-        self.features.ensure(frame_index)
-        output, pred_masks = self.predictor._run_single_frame_inference(
-            inference_state=self.state,
-            output_dict=group.outputs,
-            frame_idx=frame_index,
-            batch_size=len(group.obj_indices),
-            is_init_cond_frame=False,
-            point_inputs=None,
-            mask_inputs=None,
-            reverse=reverse,
-            run_mem_encoder=True,
-        )
-        record_output(self.state, group, frame_index, output, reverse)
-        return pred_masks
-
-    def _deliver(self, download: LabelDownload) -> Iterator[TrackedFrame]:
-        frame = download.result()
-        self.stats.frames_yielded += 1
-        with self.images.decoding_paused():  # the caller may read the frame source meanwhile
-            yield frame
