@@ -9,6 +9,7 @@ which exercises drift recovery: re-prompts happen, are recorded, and keep the st
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from napari_sbl.errors import Cancelled, PromptError, WeightsMissingError  # noq
 from napari_sbl.progress import Reporter  # noqa: E402
 from napari_sbl.segment import sam2_frames  # noqa: E402
 from napari_sbl.segment.backends import TrackParams, make_tracker  # noqa: E402
-from napari_sbl.segment.drift import REASONS, DriftParams, recovery_counts  # noqa: E402
+from napari_sbl.segment.drift import REASONS, DriftParams, Recovery, recovery_counts  # noqa: E402
 from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts  # noqa: E402
 from napari_sbl.segment.sam2_frames import LazySam2Images, labels_from_logits, normalise_frames  # noqa: E402
 from napari_sbl.segment.sam2_memory import (  # noqa: E402
@@ -33,10 +34,13 @@ from napari_sbl.segment.sam2_memory import (  # noqa: E402
     held_frames,
     new_inference_state,
 )
+from napari_sbl.segment.sam2_propagation import TrackRun  # noqa: E402
+from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert  # noqa: E402
 from napari_sbl.segment.sam2_tracker import (  # noqa: E402
     Sam2Params,
     Sam2TrackedFrame,
     Sam2Tracker,
+    TrackStats,
     tiny_test_overrides,
 )
 from napari_sbl.segment.tracker import Tracker  # noqa: E402
@@ -50,7 +54,7 @@ POINTER_WINDOW, MASKMEM_WINDOW = 15, 6  # SAM2.1: max_obj_ptrs_in_encoder - 1, n
 OFF = DriftParams(recover=False)
 EAGER = DriftParams(  # re-prompts at the slightest doubt, so random weights trigger every kind of recovery
     jump_body_lengths=0.5, area_ratio=1.5, empty_stretch_frames=1, cooldown_frames=2, bank_quality=0.0,
-    max_recovery_cond_frames=1,
+    max_recovery_cond_frames=1, max_recovery_cond_age=4,
 )
 
 
@@ -128,7 +132,7 @@ def test_tracks_every_frame_once_both_ways_with_bounded_memory(tracker, video):
         assert held.cond_outputs <= 1 + DriftParams().max_recovery_cond_frames
         assert held.non_cond_outputs <= 2 * POINTER_WINDOW  # own window + what the backward pass starts from
         assert held.maskmem_outputs <= 2 * MASKMEM_WINDOW
-        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1
+        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1 + DriftParams().max_recovery_cond_frames
         assert held.cached_features <= ENCODER_BATCH
         assert tracker.current_images.held_frames <= LRU + READ_AHEAD
         state_bytes.append(held.tensor_bytes)
@@ -147,7 +151,7 @@ def test_tracks_every_frame_once_both_ways_with_bounded_memory(tracker, video):
 
 def test_recovery_reprompts_drifting_animals_and_keeps_conditioning_frames_bounded(video):
     tracker = Sam2Tracker(tiny_params(drift=EAGER))
-    order, state_bytes = [], []
+    order, state_bytes, batched_after_recovery = [], [], 0
     for tracked in tracker.track(video, [clicks(video, 120)], 0, N_FRAMES, Reporter()):
         order.append(tracked.frame_index)
         assert set(tracked.quality) == {1, 2} and all(0.0 <= q <= 1.0 for q in tracked.quality.values())
@@ -155,31 +159,84 @@ def test_recovery_reprompts_drifting_animals_and_keeps_conditioning_frames_bound
         held = held_frames(state)
         assert held.cond_outputs <= 1 + EAGER.max_recovery_cond_frames  # the click + the newest recovery
         assert held.non_cond_outputs <= 2 * POINTER_WINDOW and held.maskmem_outputs <= 2 * MASKMEM_WINDOW
-        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1
+        assert held.frames_tracked <= 2 * POINTER_WINDOW + 1 + EAGER.max_recovery_cond_frames
         assert all(not inputs for obj, inputs in state["mask_inputs_per_obj"].items())  # 4 MiB each at S=1024
         for record in tracker.last_stats.recoveries:
+            cond_frames = state["output_dict_per_obj"][state["obj_id_to_idx"][record.animal_id]]["cond_frame_outputs"]
             if record.frame_index == tracked.frame_index and record.accepted:
-                obj_idx = state["obj_id_to_idx"][record.animal_id]  # a real SAM2 conditioning frame now
-                assert record.frame_index in state["output_dict_per_obj"][obj_idx]["cond_frame_outputs"]
+                assert record.frame_index in cond_frames  # a real SAM2 conditioning frame now
                 assert tracked.quality[record.animal_id] <= EAGER.recovered_quality  # listed for review
+            if abs(tracked.frame_index - record.frame_index) > EAGER.max_recovery_cond_age + 1:  # +1: one frame late
+                assert record.frame_index not in cond_frames  # demoted once old
+        if any(r.accepted for r in tracker.last_stats.recoveries) and state[GROUP_OUTPUTS_KEY]:
+            batched_after_recovery += 1  # the recovered animal joined its batch again
         state_bytes.append(held.tensor_bytes)
 
     assert order == list(range(120, N_FRAMES)) + list(range(119, -1, -1))
     stats = tracker.last_stats
     records = stats.recoveries
     kept = [r for r in records if r.accepted]
-    assert {r.prompt for r in kept} == {"box", "mask"} and len(kept) > 10
+    assert {r.prompt for r in records} == {"box", "mask"} and len(kept) >= 5
     assert {r.reason for r in records} <= set(REASONS) and any(not r.accepted for r in records)
     assert all(r.quality_after > r.quality_before for r in kept)
     assert len({(r.frame_index, r.animal_id) for r in records}) == len(records)  # once per frame and animal
     for animal_id in (1, 2):
         for in_pass in (lambda f: f >= 120, lambda f: f < 120):
             frames = sorted(r.frame_index for r in records if r.animal_id == animal_id and in_pass(r.frame_index))
-            assert all(b - a > EAGER.cooldown_frames for a, b in zip(frames, frames[1:]))
-    assert stats.peak_recovery_cond_frames == EAGER.max_recovery_cond_frames
+            assert all(b - a > EAGER.cooldown_frames for a, b in itertools.pairwise(frames))
+    assert stats.peak_recovery_cond_frames == EAGER.max_recovery_cond_frames and batched_after_recovery > 10
     assert max(state_bytes[40:]) <= 1.05 * max(state_bytes[:40])
     description = tracker.describe()
     assert description["recoveries"] == recovery_counts(records) and description["drift"]["cooldown_frames"] == 2
+
+
+def test_reprompt_with_a_mask_makes_it_a_conditioning_frame_and_can_be_undone(video):
+    """SAM2.1 takes a mask prompt as the frame's output: the re-seeded animal is exactly there, its
+    batch is split off with its history, and demoting the frame lets the batch form again."""
+    tracker = Sam2Tracker(tiny_params(drift=OFF))
+    run = TrackRun(tracker.load(), tracker.params, video, TrackStats())
+    try:
+        run.add_prompts([clicks(video, 10)])
+        with run.compute():
+            for frame_index in (10, 11, 12):
+                run.track_frame(frame_index, reverse=False)
+        state, per_obj = run.state, run.state["output_dict_per_obj"]
+        assert [g.obj_indices for g in run.groups] == [[0, 1]]  # prompted together: one batch
+        tracked = per_obj[1]["non_cond_frame_outputs"][12]
+        yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+        disc = (xx - 60) ** 2 + (yy - 30) ** 2 < 15**2
+        with run.compute():
+            run.features.ensure(12)
+            replaced = reprompt(run.predictor, state, 12, Recovery(2, "reseed", mask=disc))
+            logits = finish_reprompts(run.predictor, state, 12, False, [replaced.obj_idx])
+        labels = labels_from_logits(logits[1], torch.tensor([2], dtype=torch.uint8), HEIGHT, WIDTH).numpy()
+        assert np.sum((labels == 2) & disc) / np.sum((labels == 2) | disc) > 0.8
+        assert 12 in per_obj[1]["cond_frame_outputs"] and 12 not in per_obj[1]["non_cond_frame_outputs"]
+        assert not state["mask_inputs_per_obj"][1] and state["frames_tracked_per_obj"][1][12] == {"reverse": False}
+        assert 12 not in per_obj[0]["cond_frame_outputs"]  # the other animal is untouched
+
+        run.groups = regroup(state, batch_animals=True)
+        assert sorted(g.obj_indices for g in run.groups) == [[0], [1]] and state[GROUP_OUTPUTS_KEY] == {}
+        assert {10, 11} <= set(per_obj[0]["non_cond_frame_outputs"]) | set(per_obj[0]["cond_frame_outputs"])
+        with run.compute():
+            run.track_frame(13, reverse=False)  # tracks on from the re-seeded memory
+
+        revert(state, replaced)
+        assert 12 not in per_obj[1]["cond_frame_outputs"] and per_obj[1]["non_cond_frame_outputs"][12] is tracked
+        frames = RecoveryFrames()
+        frames.add(0, 13)
+        per_obj[0]["cond_frame_outputs"][13] = per_obj[0]["non_cond_frame_outputs"].pop(13)
+        assert frames.demote_beyond(state, 1) is False and frames.demote_older_than(state, 15, 2) is False
+        assert frames.demote_older_than(state, 16, 2) is True and frames.most_held == 0
+        assert 13 in per_obj[0]["non_cond_frame_outputs"] and 13 not in per_obj[0]["cond_frame_outputs"]
+        run.groups = regroup(state, batch_animals=True)
+        assert [g.obj_indices for g in run.groups] == [[0, 1]]  # same prompt frames again: one batch
+        batch = run.groups[0].outputs["non_cond_frame_outputs"]
+        assert {11, 12, 13} <= set(batch) and batch[13]["obj_ptr"].shape[0] == 2
+        with run.compute():
+            assert run.track_frame(14, reverse=False).download.result().labels.shape == (HEIGHT, WIDTH)
+    finally:
+        run.close()
 
 
 def test_recovery_settings_pass_through_track_params():

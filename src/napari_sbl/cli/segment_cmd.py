@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", type=int, default=None, help="stop before this frame (default: end)")
     parser.add_argument("--animals", type=int, default=None, help="number of animals when there are no prompts")
     parser.add_argument("--overwrite", action="store_true", help="discard existing tracks instead of resuming")
+    parser.add_argument("--no-drift-recovery", action="store_true",
+                        help="SAM2: do not re-prompt animals automatically when their mask jumps or vanishes")
     parser.add_argument("--import-sbl", type=Path, default=None, metavar="MASKS.h5",
                         help="import masks tracked in SingleBehaviorLab instead of tracking")
 
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     params = TrackParams(
         backend=args.backend, model=args.model, checkpoint=str(args.checkpoint) if args.checkpoint else None,
         weights=args.weights, n_animals=args.animals, start=args.start, stop=args.stop, device=args.device,
+        extra={"drift": {"recover": False}} if args.no_drift_recovery else {},
     )
     reporter, listener = make_reporter(args)
     try:

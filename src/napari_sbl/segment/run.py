@@ -83,7 +83,7 @@ def track_video(
     writer = TrackWriter.open(store, video, ids, provenance, overwrite)
     todo = missing(writer.frames_done, start, stop)
     reporter.start(sum(b - a for a, b in todo), f"tracking ({tracker.name})")
-    written = 0
+    written, recoveries = 0, []
     try:
         for gap_start, gap_stop in todo:
             gap_prompts = _prompts_for_gap(writer, prompts, gap_start, gap_stop, ids)
@@ -93,8 +93,13 @@ def track_video(
                     writer.write(tracked.frame_index, tracked.labels, getattr(tracked, "quality", None))
                     written += 1
                     reporter.advance()
+            recoveries += getattr(getattr(tracker, "last_stats", None), "recoveries", None) or []
     finally:
         writer.flush()
+    if recoveries:
+        from napari_sbl.segment.drift import recovery_counts
+
+        writer.masks.attrs.update(store_ready({"recoveries": recovery_counts(recoveries)}))
     return writer.finish(start, stop, written)
 
 

@@ -7,9 +7,9 @@ only how it is fed, because its defaults do not scale to long videos:
 - after every frame the memory bank is cut to what the next frame reads (:mod:`.sam2_memory`);
 - the image encoder runs over several upcoming frames in one batch, and animals prompted on the
   same frames are tracked as one batch instead of one at a time;
-- a frame's labels are copied to the host while the next frame is computed;
 - each animal's mask is scored against a motion prediction, and a drifted or lost animal is
-  prompted again on the spot (:mod:`.drift`, :mod:`.sam2_recovery`).
+  prompted again on the spot (:mod:`.drift`, :mod:`.sam2_recovery`); with that recovery off, a
+  frame's labels are copied to the host while the next frame is computed.
 
 The per-frame loop lives in :mod:`.sam2_propagation`. Everything runs under bf16 autocast: SAM2
 stores memory features in bf16 and fails without it.

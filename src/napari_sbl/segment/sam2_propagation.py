@@ -1,0 +1,258 @@
+"""The per-frame loop of one SAM2 track: propagate, score, recover, prune, deliver.
+
+Each frame, every group of animals is tracked from SAM2's memory (animals prompted on the same
+frames as one batch), the logits are merged into one label image, and the memory bank is cut to
+what the next frame reads (:mod:`.sam2_memory`). A :class:`~.drift.DriftMonitor` scores every
+animal's mask against a motion prediction; with recovery on, a drifted or lost animal is prompted
+again on the same frame (:mod:`.sam2_recovery`) before the tracker moves on, so the next frame
+already tracks from the corrected memory. With recovery off, labels go to the host while the next
+frame is computed and are scored on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_sbl.progress import Reporter
+from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observe_labels
+from napari_sbl.segment.prompts import FramePrompts, animal_ids
+from napari_sbl.segment.sam2_frames import BackboneFeatureCache, LabelDownload, LazySam2Images
+from napari_sbl.segment.sam2_memory import (
+    MemoryWindow,
+    TrackPass,
+    group_animals,
+    held_frames,
+    mark_tracked,
+    new_inference_state,
+    prune_state,
+    record_output,
+)
+from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert
+from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2TrackedFrame, TrackStats
+from napari_sbl.segment.tracker import FrameSource
+
+
+@dataclass(frozen=True)
+class PendingFrame:
+    """A tracked frame on its way out: labels still downloading (scored on delivery), or done."""
+
+    frame_index: int
+    prompted: frozenset[int]
+    download: LabelDownload | None = None
+    frame: Sam2TrackedFrame | None = None
+
+
+class TrackRun:
+    """One :meth:`Sam2Tracker.track` call: lazy frames, SAM2 state, animal groups, the per-frame step."""
+
+    def __init__(self, predictor: Any, params: Sam2Params, frames: FrameSource, stats: TrackStats) -> None:
+        self.predictor, self.params, self.stats = predictor, params, stats
+        self.device = predictor.device
+        self.images = LazySam2Images(
+            frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
+        )
+        self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
+        self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames)
+        self.window = MemoryWindow.of_model(predictor, frames.n_frames)
+        self.frame_shape = (int(frames.height), int(frames.width))
+        self.groups: list[Any] = []
+        self.animal_ids: list[int] = []  # in SAM2's object order: row i of the logits is animal_ids[i]
+        self.label_of_row: torch.Tensor | None = None
+        self.prompt_frames: dict[int, set[int]] = {}  # animal id → frames the user prompted it on
+        self.recovery_frames = RecoveryFrames()
+        self.monitor = DriftMonitor(params.drift, [], self.frame_shape)
+        self.anchor: tuple[int, DriftMonitor | None] = (-1, None)  # first prompt frame, monitor there
+
+    def compute(self) -> contextlib.ExitStack:
+        """Inference mode and bf16 autocast, entered per step so no caller code runs under them."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        return stack
+
+    def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:
+        """Give SAM2 every click, encode the prompted frames' memory, group the animals."""
+        self.animal_ids = animal_ids(prompts)
+        for animal_id in self.animal_ids:  # SAM2 numbers objects as it meets them: ascending ids
+            self.predictor._obj_id_to_idx(self.state, animal_id)
+        with self.compute():
+            for fp in prompts:
+                for animal in fp.animals:
+                    self.predictor.add_new_points_or_box(
+                        self.state,
+                        frame_idx=fp.frame_index,
+                        obj_id=animal.animal_id,
+                        points=np.asarray(animal.points, dtype=np.float32),
+                        labels=np.asarray(animal.labels, dtype=np.int32),
+                    )
+                    self.prompt_frames.setdefault(animal.animal_id, set()).add(fp.frame_index)
+            self.predictor.propagate_in_video_preflight(self.state)
+            self.groups = group_animals(self.state, self.params.batch_animals)
+        self.features.clear()
+        dtype = torch.uint8 if max(self.animal_ids) < 256 else torch.int32
+        self.label_of_row = torch.tensor(self.animal_ids, dtype=dtype, device=self.device)
+        self.anchor = (min(fp.frame_index for fp in prompts), None)
+
+    def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter) -> Iterator[Sam2TrackedFrame]:
+        """Track every frame of the pass; yield those in ``[start, stop)`` one frame late."""
+        needs_features = [t for t in track_pass.order if any(t not in g.cond_frames for g in self.groups)]
+        self.features.plan(needs_features)
+        anchor_monitor = self.anchor[1]
+        if track_pass.reverse and anchor_monitor is not None:  # start where the forward pass started
+            self.monitor = anchor_monitor.copy()
+        else:
+            self.monitor = DriftMonitor(self.params.drift, self.animal_ids, self.frame_shape)
+        pending: PendingFrame | None = None
+        for frame_index in track_pass.order:
+            reporter.check()
+            wanted = start <= frame_index < stop
+            with self.compute():
+                tracked = self.track_frame(frame_index, track_pass.reverse, wanted)
+            self.prune(frame_index, track_pass)
+            reporter.advance()
+            self.stats.count_frame(track_pass.reverse)
+            if tracked is not None:
+                if pending is not None:
+                    yield from self._deliver(pending)
+                pending = tracked
+        if pending is not None:
+            yield from self._deliver(pending)
+        if self.recovery_frames.demote_all(self.state):
+            self.groups = regroup(self.state, self.params.batch_animals)
+
+    def track_frame(self, frame_index: int, reverse: bool, wanted: bool = True) -> PendingFrame | None:
+        """Track all animals on one frame, recovering drifted ones; the frame to deliver if ``wanted``."""
+        if self.recovery_frames.demote_older_than(self.state, frame_index, self.params.drift.max_recovery_cond_age):
+            self.groups = regroup(self.state, self.params.batch_animals)
+        rows = self._track_animals(frame_index, reverse)
+        prompted = frozenset(i for i, frames in self.prompt_frames.items() if frame_index in frames)
+        if not self.params.drift.recover:
+            self.features.release(frame_index)
+            if not wanted:
+                return None
+            return PendingFrame(frame_index, prompted, LabelDownload(frame_index, self._labels(rows)))
+        labels = self._labels(rows).cpu().numpy()
+        observations = observe_labels(labels, self.animal_ids)
+        attempts: dict[int, bool] = {}
+        requests = self.monitor.assess(observations, prompted)
+        if requests:
+            labels, observations, attempts = self._recover(frame_index, reverse, requests, rows, observations)
+        self.features.release(frame_index)
+        quality = self._commit(frame_index, observations, labels, prompted, attempts)
+        frame = Sam2TrackedFrame(frame_index, labels.astype(np.uint16), quality)
+        return PendingFrame(frame_index, prompted, frame=frame) if wanted else None
+
+    def prune(self, frame_index: int, track_pass: TrackPass) -> None:
+        next_frame = frame_index - 1 if track_pass.reverse else frame_index + 1
+        prune_state(self.state, self.window.frames_read_by(next_frame, track_pass.reverse) | track_pass.keep_for_later)
+        held = held_frames(self.state, with_bytes=False)
+        stats = self.stats
+        stats.peak_non_cond_outputs = max(stats.peak_non_cond_outputs, held.non_cond_outputs)
+        stats.peak_maskmem_outputs = max(stats.peak_maskmem_outputs, held.maskmem_outputs)
+        stats.peak_frames_tracked = max(stats.peak_frames_tracked, held.frames_tracked)
+        stats.peak_cond_outputs = max(stats.peak_cond_outputs, held.cond_outputs)
+
+    def close(self) -> None:
+        self.stats.encoder_batches = self.features.encoder_batches
+        self.stats.peak_cached_features = self.features.peak_cached_frames
+        self.stats.peak_lru_frames = self.images.peak_lru_frames
+        self.stats.peak_buffered_frames = self.images.peak_buffered_frames
+        self.images.close()
+        self.features.clear()
+        self.groups = []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _recover(
+        self, frame_index: int, reverse: bool, requests: list[Recovery], rows: list[torch.Tensor], observations: dict
+    ) -> tuple[np.ndarray, dict, dict[int, bool]]:
+        """Re-prompt the requested animals on this frame; keep each new mask only if it scores better
+        than the tracked one. Returns the frame's labels, observations and attempts."""
+        self.features.ensure(frame_index)
+        replaced = {r.animal_id: reprompt(self.predictor, self.state, frame_index, r) for r in requests}
+        new_logits = finish_reprompts(self.predictor, self.state, frame_index, reverse,
+                                      [r.obj_idx for r in replaced.values()])
+        kept = list(rows)
+        for obj_idx, logits in new_logits.items():
+            kept[obj_idx] = logits
+        labels = self._labels(kept).cpu().numpy()
+        after = observe_labels(labels, self.animal_ids)
+        attempts = {}
+        for request in requests:
+            animal_id, obj_idx = request.animal_id, replaced[request.animal_id].obj_idx
+            before_score, after_score = (self.monitor.score(animal_id, o[animal_id]) for o in (observations, after))
+            accepted = after[animal_id].present and after_score > before_score
+            if accepted:
+                self.recovery_frames.add(obj_idx, frame_index)
+            else:
+                revert(self.state, replaced[animal_id])
+                kept[obj_idx] = rows[obj_idx]
+            attempts[animal_id] = accepted
+            self.stats.recoveries.append(RecoveryRecord(
+                frame_index, animal_id, request.reason, request.prompt, accepted, before_score, after_score))
+        self.recovery_frames.demote_beyond(self.state, self.params.drift.max_recovery_cond_frames)
+        self.stats.peak_recovery_cond_frames = max(self.stats.peak_recovery_cond_frames, self.recovery_frames.most_held)
+        self.groups = regroup(self.state, self.params.batch_animals)
+        if all(attempts.values()):
+            return labels, after, attempts
+        labels = self._labels(kept).cpu().numpy()  # some animals keep their tracked mask
+        return labels, observe_labels(labels, self.animal_ids), attempts
+
+    def _commit(self, frame_index: int, observations: dict, labels: np.ndarray | None, prompted: frozenset[int],
+                attempts: dict[int, bool] | None = None) -> dict[int, float]:
+        quality = self.monitor.commit(frame_index, observations, labels, prompted, attempts)
+        if frame_index == self.anchor[0] and self.anchor[1] is None:
+            self.anchor = (frame_index, self.monitor.copy())
+        return quality
+
+    def _track_animals(self, frame_index: int, reverse: bool) -> list[torch.Tensor]:
+        """(1, 1, h, w) mask logits per object, in SAM2's object order."""
+        rows: list[Any] = [None] * len(self.animal_ids)
+        for group in self.groups:
+            logits = self._track_group(group, frame_index, reverse)
+            for row, obj_idx in enumerate(group.obj_indices):
+                rows[obj_idx] = logits[row : row + 1]
+        return rows
+
+    def _labels(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        from napari_sbl.segment import sam2_frames  # looked up per call: tests watch the logits
+
+        height, width = self.frame_shape
+        return sam2_frames.labels_from_logits(torch.cat(rows), self.label_of_row, height, width)
+
+    def _track_group(self, group: Any, frame_index: int, reverse: bool) -> torch.Tensor:
+        cond = group.cond_frames.get(frame_index)
+        if cond is not None:
+            mark_tracked(self.state, group, frame_index, reverse)
+            return cond["pred_masks"].to(self.device, non_blocking=True)
+        self.features.ensure(frame_index)
+        output, pred_masks = self.predictor._run_single_frame_inference(
+            inference_state=self.state,
+            output_dict=group.outputs,
+            frame_idx=frame_index,
+            batch_size=len(group.obj_indices),
+            is_init_cond_frame=False,
+            point_inputs=None,
+            mask_inputs=None,
+            reverse=reverse,
+            run_mem_encoder=True,
+        )
+        record_output(self.state, group, frame_index, output, reverse)
+        return pred_masks
+
+    def _deliver(self, pending: PendingFrame) -> Iterator[Sam2TrackedFrame]:
+        frame = pending.frame
+        if frame is None:  # recovery off: scored here, in frame order, one frame late
+            labels = pending.download.result().labels
+            observations = observe_labels(labels, self.animal_ids)
+            frame = Sam2TrackedFrame(pending.frame_index, labels,
+                                     self._commit(pending.frame_index, observations, None, pending.prompted))
+        self.stats.frames_yielded += 1
+        with self.images.decoding_paused():  # the caller may read the frame source meanwhile
+            yield frame
