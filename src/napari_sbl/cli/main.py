@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_sbl import __version__
-from napari_sbl.cli import analyze_cmd, batch_cmd, demo_cmd, labels_cmd, segment_cmd
+from napari_sbl.cli import analyze_cmd, batch_cmd, cluster_cmd, demo_cmd, labels_cmd, segment_cmd
 from napari_sbl.cli.common import add_shared_options, configure_logging
 from napari_sbl.errors import Cancelled, SblError
 
@@ -18,7 +18,6 @@ EXIT_CANCELLED = 130
 # Verbs whose core is not built yet: each says so and exits 2 instead of pretending.
 PLANNED_VERBS = {
     "embed": "embed clips of tracked animals with an encoder (videoprism or motion)",
-    "cluster": "UMAP + Leiden/HDBSCAN clustering of embeddings",
     "train": "train a behaviour classifier on cached embeddings",
     "infer": "predict per-frame behaviour on new videos",
 }
@@ -29,6 +28,7 @@ IMPLEMENTED = {
     "batch": batch_cmd,
     "analyze": analyze_cmd,
     "labels": labels_cmd,
+    "cluster": cluster_cmd,
 }
 
 

@@ -1,0 +1,482 @@
+"""Discover dock: embeddings of one or many sessions → UMAP → clusters, on a map linked both ways to the video.
+
+The parameters form is :class:`~napari_sbl.cluster.run.ClusterParams`; the work is
+:func:`~napari_sbl.cluster.run.cluster_stores` in a thread. Results come from the stores' cache whenever the
+parameters match, so re-opening a clustering or re-colouring the map never recomputes. The map (a vispy scatter)
+and the selected-clips list live in a second dock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from qtpy.QtCore import QItemSelectionModel, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_sbl.cluster.run import ClusterParams
+from napari_sbl.cluster.selection import clips_at_frame
+from napari_sbl.widgets._jobs import JobPanel
+from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets.discover_panels import DiscoverPlots, ParamsForm, ViewerLink
+from napari_sbl.widgets.scatter import ClipListPanel, ScatterView, category_colors, continuous_colors
+
+if TYPE_CHECKING:
+    import napari
+
+BUILT_IN_COLOURINGS = ("cluster", "animal", "video", "time", "label")
+TABLE_COLUMNS = ("cluster", "clips", "share", "runs", "mean run (frames)", "mean run (s)")
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    return row
+
+
+class DiscoverWidget(QWidget):
+    """Cluster clip embeddings and explore the clusters on a map linked to the video."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.stores: list = []  # the sessions listed in the dock
+        self.result_stores: list = []  # the sessions of the result shown, in its row order
+        self.result = None
+        self.metadata = None
+        self.row_meta: dict[str, np.ndarray] = {}
+        self._derived: dict[str, object] = {}
+        self._focus: tuple[int, int] | None = None  # (store position, animal id) shown in the viewer
+        self.scatter = ScatterView()
+        self.link = ViewerLink(napari_viewer)
+        self.clips = ClipListPanel()
+        self.plots = DiscoverPlots()
+        self._build_controls()
+        self._connect()
+        self.map_dock = self._dock_map()
+        self.viewer.dims.events.current_step.connect(self._on_frame)
+        self.add_open_sessions()
+
+    # -- layout -------------------------------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self.store_list = QListWidget()
+        self.store_list.setMaximumHeight(80)
+        self.add_sessions_button, self.add_store_button = QPushButton("Add open sessions"), QPushButton("Add store…")
+        self.remove_store_button, self.metadata_button = QPushButton("Remove"), QPushButton("Metadata…")
+        self.metadata_label = QLabel("no metadata file")
+        self.form, self.open_box = ParamsForm(), QComboBox()
+        self.cluster_button, self.open_button = QPushButton("Cluster"), QPushButton("Open")
+        self.learn_button = QPushButton("Learn behaviour features (removes appearance)")
+        self.job = JobPanel()
+        self.message = QLabel("Open sessions that have embeddings, then Cluster.")
+        self.message.setWordWrap(True)
+        self.colour_box = QComboBox()
+        self.colour_box.addItems(BUILT_IN_COLOURINGS)
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.cluster_table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.cluster_table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.cluster_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.cluster_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.cluster_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.cluster_table.verticalHeader().setVisible(False)
+        self.representatives_button = QPushButton("Representative clips")
+        self.split_button, self.rest_button = QPushButton("Split chosen clusters"), QPushButton("Re-cluster the rest")
+        self.class_edit = QLineEdit()
+        self.class_edit.setPlaceholderText("behaviour class name")
+        self.send_button, self.export_button = QPushButton("Send to labels"), QPushButton("Export CSV…")
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        setup = QWidget()
+        setup_layout = QVBoxLayout(setup)
+        setup_layout.addWidget(self.store_list)
+        setup_layout.addLayout(_row(self.add_sessions_button, self.add_store_button, self.remove_store_button,
+                                    self.metadata_button))
+        setup_layout.addWidget(self.metadata_label)
+        setup_layout.addWidget(self.form)
+        setup_layout.addWidget(self.learn_button)
+        clusters = QWidget()
+        clusters_layout = QVBoxLayout(clusters)
+        clusters_layout.addLayout(_row(QLabel("Colour by"), self.colour_box))
+        clusters_layout.addWidget(self.legend)
+        clusters_layout.addWidget(self.cluster_table, 1)
+        clusters_layout.addLayout(_row(self.representatives_button, self.split_button, self.rest_button))
+        clusters_layout.addLayout(_row(self.class_edit, self.send_button, self.export_button))
+        self.tabs = QTabWidget()
+        for page, title in ((setup, "Sessions and parameters"), (clusters, "Clusters"), (self.plots, "Plots")):
+            self.tabs.addTab(page, title)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs, 1)
+        layout.addLayout(_row(self.cluster_button, self.open_box, self.open_button))
+        layout.addWidget(self.job)
+        layout.addWidget(self.message)
+
+    def _connect(self) -> None:
+        self.add_sessions_button.clicked.connect(self.add_open_sessions)
+        self.add_store_button.clicked.connect(self._add_store_dialog)
+        self.remove_store_button.clicked.connect(self._remove_store)
+        self.metadata_button.clicked.connect(self._metadata_dialog)
+        self.cluster_button.clicked.connect(self.run_clustering)
+        self.open_button.clicked.connect(self.open_clustering)
+        self.learn_button.clicked.connect(self.learn_features)
+        self.colour_box.currentTextChanged.connect(self.recolour)
+        self.cluster_table.itemSelectionChanged.connect(self._clusters_chosen)
+        self.representatives_button.clicked.connect(self.show_representatives)
+        self.split_button.clicked.connect(lambda: self.run_subclustering(exclude=False))
+        self.rest_button.clicked.connect(lambda: self.run_subclustering(exclude=True))
+        self.send_button.clicked.connect(self.send_to_labels)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.plots.group_box.currentTextChanged.connect(lambda *_: self._draw_plots())
+        self.scatter.hovered.connect(self._hovered)
+        self.scatter.clicked.connect(self.show_clip)
+        self.scatter.selected.connect(self._selected)
+        self.clips.row_chosen.connect(self.show_clip)
+        self.clips.show_frame.connect(self._montage_frame)
+
+    def _dock_map(self):
+        container = QSplitter(Qt.Orientation.Vertical)
+        container.addWidget(self.scatter)
+        container.addWidget(self.clips)
+        container.setStretchFactor(0, 3)
+        container.setStretchFactor(1, 1)
+        container.setSizes([420, 160])
+        self.map_container = container
+        window = getattr(self.viewer, "window", None)
+        if window is None or not hasattr(window, "add_dock_widget"):
+            return None
+        return window.add_dock_widget(container, name="Discover map", area="right")
+
+    # -- sessions -----------------------------------------------------------------------------------------
+    def add_open_sessions(self) -> None:
+        for layer in find_session_layers(self.viewer, "video"):
+            if sbl_info(layer).get("store"):
+                self.add_store(sbl_info(layer)["store"])
+
+    def add_store(self, path) -> None:
+        path = Path(path).resolve()
+        if any(store.path.resolve() == path for store in self.stores):
+            return
+        self.stores.append(self._store_at(path))
+        self.store_list.addItem(path.name)
+        self._stores_changed()
+
+    def _store_at(self, path):
+        from napari_sbl.store.session import SessionStore
+
+        path = Path(path).resolve()
+        return next((s for s in self.stores if s.path.resolve() == path), None) or SessionStore.open(path)
+
+    def _remove_store(self) -> None:
+        row = self.store_list.currentRow()
+        if 0 <= row < len(self.stores):
+            del self.stores[row]
+            self.store_list.takeItem(row)
+            self._stores_changed()
+
+    def _stores_changed(self) -> None:
+        from napari_sbl.cluster.preprocess import available_embeddings
+        from napari_sbl.cluster.run import list_clusterings
+
+        current = self.form.embedding_box.currentText()
+        names = available_embeddings(self.stores)
+        self.form.embedding_box.clear()
+        self.form.embedding_box.addItems(names)
+        if current in names:
+            self.form.embedding_box.setCurrentText(current)
+        self.open_box.clear()
+        self.open_box.addItems(list_clusterings(self.stores))
+        if self.stores and not names:
+            self.message.setText("These sessions have no embeddings in common yet; run the Embed step first.")
+
+    def load_metadata(self, path) -> None:
+        from napari_sbl.project import read_session_metadata
+
+        self.metadata = read_session_metadata(path)
+        self.metadata_label.setText(f"metadata: {Path(path).name} ({', '.join(self.metadata.columns)})")
+        for store_path in self.metadata.store_paths():  # a metadata table can list a project's sessions
+            self.add_store(store_path)
+        if self.result is not None:
+            self._result_metadata()
+
+    def params(self) -> ClusterParams:
+        return self.form.params()
+
+    # -- running ------------------------------------------------------------------------------------------
+    def run_clustering(self):
+        from napari_sbl.cluster.run import cluster_stores
+
+        if not self.stores or not self.form.embedding_box.currentText():
+            self.message.setText("Add sessions that have embeddings first.")
+            return None
+        stores, params, name = list(self.stores), self.params(), self.form.name_edit.text().strip() or None
+        return self.job.start(lambda reporter: cluster_stores(stores, params, name, reporter), on_done=self.show_result)
+
+    def open_clustering(self):
+        from napari_sbl.cluster.run import load_clustering
+
+        name = self.open_box.currentText()
+        if not name:
+            return None
+        stores = list(self.stores)
+        return self.job.start(lambda reporter: load_clustering(stores, name), on_done=self.show_result)
+
+    def run_subclustering(self, exclude: bool):
+        from napari_sbl.cluster.run import subcluster
+
+        clusters = self.chosen_clusters()
+        if self.result is None or not clusters:
+            self.message.setText("Choose clusters in the table first.")
+            return None
+        stores, parent, params = list(self.result_stores), self.result.name, self.params()
+        return self.job.start(lambda reporter: subcluster(stores, parent, clusters, exclude, params, None, reporter),
+                              on_done=self.show_result)
+
+    def learn_features(self):
+        """Train the temporal-contrastive projection of the chosen embedding (becomes ``<embedding>-learned``)."""
+        from napari_sbl.cluster.learned import LearnParams, learn_features
+
+        source = self.form.embedding_box.currentText()
+        if not self.stores or not source:
+            self.message.setText("Add sessions that have embeddings first.")
+            return None
+        stores, params = list(self.stores), LearnParams(source=source, seed=self.form.seed_spin.value())
+
+        def done(result) -> None:
+            self._stores_changed()
+            self.form.embedding_box.setCurrentText(result.name)
+            self.message.setText(f"learned {result.name} from {result.n_clips:,} clips (held-out loss "
+                                 f"{result.loss_first:.2f} → {result.loss_best:.2f}); cluster it next")
+
+        return self.job.start(lambda reporter: learn_features(stores, params, reporter), on_done=done)
+
+    def show_result(self, result) -> None:
+        """Show a clustering on the map and in the table (nothing is recomputed here)."""
+        self.result = result
+        self.result_stores = [self._store_at(path) for path in result.table.store_paths]
+        self._derived = {}
+        self._focus = None
+        self.form.set_params(result.params)
+        self._result_metadata()
+        coords = result.embedding_3d if result.embedding_3d is not None else result.embedding_2d
+        rgba, legend = self.colours_for(self.colour_box.currentText())
+        self.scatter.set_points(coords, rgba)
+        self._show_legend(legend)
+        self._fill_table(result.stats())
+        self.clips.describe = self.describe
+        self.clips.set_rows(np.zeros(0, np.int64), result.table.start_frame, result.table.stop_frame)
+        what = ", ".join(sorted(result.computed)) or "nothing (loaded from the stores)"
+        self.message.setText(f"{result.summary_lines()[1]}\ncomputed: {what}; saved as clusters/{result.name}")
+        self._stores_changed()
+        self._draw_plots()
+
+    def _result_metadata(self) -> None:
+        from napari_sbl.cluster.summary import row_metadata
+
+        records = [self.metadata.for_session(store.path, store.video_path()) if self.metadata else {}
+                   for store in self.result_stores]
+        self.row_meta = row_metadata(self.result.table, records)
+        builtin = list(BUILT_IN_COLOURINGS)
+        current = self.colour_box.currentText()
+        self.colour_box.blockSignals(True)
+        self.colour_box.clear()
+        self.colour_box.addItems(builtin + [c for c in self.row_meta if c not in builtin])
+        self.colour_box.setCurrentText(current if current else "cluster")
+        self.colour_box.blockSignals(False)
+        self.plots.set_groupings(["video", "animal", *self.row_meta])
+
+    # -- colours and descriptions -------------------------------------------------------------------------
+    def colours_for(self, mode: str):
+        from napari_sbl.plugin.layers import animal_color
+
+        table = self.result.table
+        if mode == "time":
+            span = f"time {table.start_s.min():.0f}–{table.start_s.max():.0f} s (dark → light)"
+            return continuous_colors(table.start_s), {span: "#21918c"}
+        if mode == "animal":
+            return category_colors(table.animal_id, color_of=animal_color)
+        if mode == "video":
+            return category_colors(np.array(table.store_names(), dtype=object)[table.store_index])
+        if mode == "label":
+            labels, names = self._annotation_labels()
+            return category_colors(np.array([names[i] if i >= 0 else "" for i in labels], dtype=object))
+        if mode in self.row_meta:
+            return category_colors(self.row_meta[mode])
+        return category_colors(self.result.labels)
+
+    def _annotation_labels(self):
+        from napari_sbl.cluster.summary import clip_annotation_labels
+
+        if "labels" not in self._derived:
+            self._derived["labels"] = clip_annotation_labels(self.result_stores, self.result.table)
+        return self._derived["labels"]
+
+    def recolour(self, *_) -> None:
+        if self.result is None:
+            return
+        rgba, legend = self.colours_for(self.colour_box.currentText())
+        self.scatter.set_colors(rgba)
+        self._show_legend(legend)
+
+    def _show_legend(self, legend: dict) -> None:
+        items = list(legend.items())[:24]
+        self.legend.setText("  ".join(f"<span style='color:{c}'>■</span> {k}" for k, c in items))
+
+    def describe(self, row: int) -> str:
+        table, labels = self.result.table, self.result.labels
+        position = int(table.store_index[row])
+        extra = "".join(f", {k} {v[row]}" for k, v in self.row_meta.items())
+        return (f"{table.store_names()[position]} · animal {table.animal_id[row]} · frames {table.start_frame[row]}–"
+                f"{table.stop_frame[row]} ({table.start_s[row]:.1f} s) · cluster {labels[row]}{extra}")
+
+    def _hovered(self, row: int) -> None:
+        self.scatter.info.setText(self.describe(row) if row >= 0 and self.result is not None else "")
+
+    # -- table, selection, labels, export -----------------------------------------------------------------
+    def _fill_table(self, stats) -> None:
+        self.cluster_table.setRowCount(len(stats))
+        for i, s in enumerate(stats):
+            values = ("noise" if s.cluster_id < 0 else str(s.cluster_id), f"{s.size:,}", f"{s.share:.1%}",
+                      str(s.n_runs), f"{s.mean_run_frames:.1f}", f"{s.mean_run_s:.2f}")
+            for j, value in enumerate(values):
+                item = QTableWidgetItem(value)
+                item.setData(Qt.ItemDataRole.UserRole, s.cluster_id)
+                self.cluster_table.setItem(i, j, item)
+        self._stats = {s.cluster_id: s for s in stats}
+
+    def chosen_clusters(self) -> list[int]:
+        rows = sorted({index.row() for index in self.cluster_table.selectedIndexes()})
+        return [int(self.cluster_table.item(r, 0).data(Qt.ItemDataRole.UserRole)) for r in rows]
+
+    def choose_clusters(self, clusters) -> None:
+        """Select these clusters in the table (their clips become the selection)."""
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+        model = self.cluster_table.selectionModel()
+        self.cluster_table.blockSignals(True)
+        self.cluster_table.clearSelection()
+        for r in range(self.cluster_table.rowCount()):
+            if int(self.cluster_table.item(r, 0).data(Qt.ItemDataRole.UserRole)) in {int(c) for c in clusters}:
+                model.select(self.cluster_table.model().index(r, 0), flags)
+        self.cluster_table.blockSignals(False)
+        self._clusters_chosen()
+
+    def _clusters_chosen(self) -> None:
+        if self.result is not None:
+            self.scatter.select_rows(np.flatnonzero(np.isin(self.result.labels, self.chosen_clusters())))
+            self._draw_plots()
+
+    def show_representatives(self) -> None:
+        rows = [r for c in self.chosen_clusters() for r in self._stats[c].representatives] if self.result else []
+        if rows:
+            self.scatter.select_rows(np.asarray(rows))
+
+    def _selected(self, rows) -> None:
+        if self.result is None:
+            return
+        table = self.result.table
+        order = table.store_index.astype(np.int64) * (1 << 40) + table.animal_id.astype(np.int64) * (1 << 32) \
+            + table.start_frame
+        self.clips.set_rows(rows, table.start_frame, table.stop_frame, order_key=order)
+
+    def send_to_labels(self) -> int:
+        from napari_sbl.cluster.run import send_to_labels
+
+        if self.result is None:
+            return 0
+        selection = self.clips.rows
+        clusters = None if len(selection) else self.chosen_clusters()
+        added = send_to_labels(self.result_stores, self.result, self.class_edit.text(), clusters=clusters,
+                               rows=selection if len(selection) else None)
+        self.message.setText(f"{added} clips added as '{self.class_edit.text().strip()}' candidates "
+                             "(annotations/candidates); review them in the labelling dock")
+        return added
+
+    def export_csv(self, path) -> None:
+        from napari_sbl.cluster.run import export_csv
+
+        rows = self.clips.rows if len(self.clips.rows) else None
+        export_csv(self.result, path, rows=rows, metadata=self.row_meta)
+
+    def _draw_plots(self) -> None:
+        if self.result is None:
+            return
+        from napari_sbl.cluster.summary import clip_positions
+
+        if "positions" not in self._derived:
+            self._derived["positions"] = clip_positions(self.result_stores, self.result.table)
+        table = self.result.table
+        groupings = {"video": np.array(table.store_names(), dtype=object)[table.store_index],
+                     "animal": table.animal_id.astype(str), **self.row_meta}
+        self.plots.draw(self.result.labels, groupings, self._derived["positions"], self.chosen_clusters(),
+                        [store.video for store in self.result_stores], table.store_index)
+
+    # -- the viewer link ----------------------------------------------------------------------------------
+    def show_clip(self, row: int) -> None:
+        """Move the viewer to the clip's video, first frame and animal (its mask highlighted)."""
+        if self.result is None:
+            return
+        table = self.result.table
+        position, animal_id = int(table.store_index[row]), int(table.animal_id[row])
+        self._show_session(position, animal_id)
+        self.viewer.dims.set_current_step(0, int(table.start_frame[row]))
+
+    def _montage_frame(self, row: int, frame_index: int, new_clip: bool) -> None:
+        if new_clip:
+            table = self.result.table
+            self._show_session(int(table.store_index[row]), int(table.animal_id[row]))
+        self.viewer.dims.set_current_step(0, frame_index)
+
+    def _show_session(self, position: int, animal_id: int) -> None:
+        self._focus = (position, animal_id)
+        self.clips.fps = float(self.result_stores[position].video.get("fps") or 30.0)
+        self.link.show_session(self.result_stores[position].path, animal_id)
+
+    def _on_frame(self, event=None) -> None:
+        """Ring the clips containing the viewer's frame: of the animal in focus, else of every animal shown."""
+        if self.result is None:
+            return
+        position, animal_id = self._focus or (self.link.shown_store(self.result.table.store_paths), None)
+        if position is None:
+            return
+        table = self.result.table
+        rows = np.arange(len(table))[table.rows_of(position)]
+        if animal_id is not None:
+            rows = rows[table.animal_id[rows] == animal_id]
+        frame_index = int(self.viewer.dims.current_step[0])
+        self.scatter.mark(clips_at_frame(table.start_frame, table.stop_frame, frame_index, rows))
+
+    # -- dialogs ------------------------------------------------------------------------------------------
+    def _add_store_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add a session store (*.sbl.zarr)")
+        if path:
+            self.add_store(path)
+
+    def _metadata_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Session metadata", "", "Metadata (*.csv *.json)")
+        if path:
+            self.load_metadata(path)
+
+    def _export_dialog(self) -> None:
+        if self.result is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export clips", f"{self.result.name}.csv", "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
