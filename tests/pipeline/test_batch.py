@@ -16,7 +16,8 @@ from napari_sbl.store import layout
 from napari_sbl.store.session import SessionStore, default_store_path
 from tests.widgets.test_track_widget import two_blob_video
 
-STEPS = ("segment",)
+STEPS = ("segment", "embed")
+EMBED = {"embed": {"fps": 5.0, "clip_frames": 8, "stride": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +42,24 @@ def videos(tmp_path):
 
 
 def test_two_complete_one_reported_and_rerun_does_nothing(client, videos, tmp_path):
-    params = BatchParams(steps=STEPS, n_animals=2)
+    params = BatchParams(steps=STEPS, n_animals=2, extra=EMBED)
     results = run_batch(videos, params, client=client, csv_path=tmp_path / "status.csv")
     states = {(os.path.basename(r.video), r.step): r for r in results}
-    assert states[("a.mp4", "segment")].state == "done" and states[("b.mp4", "segment")].state == "done"
+    for name in ("a.mp4", "b.mp4"):
+        assert [states[(name, step)].state for step in STEPS] == ["done", "done"], states
     broken = states[("broken.mp4", "segment")]
     assert broken.state == "failed" and "broken.mp4" in broken.error
+    assert states[("broken.mp4", "embed")].state == "blocked"
     for name, n in (("a", 30), ("b", 40)):
         store = SessionStore.open(default_store_path(tmp_path / f"{name}.mp4"))
         assert store.attrs(layout.TRACKS_MASKS)["frames_done"] == [[0, n]]
+        assert store.attrs(layout.embedding_key("motion", "clips"))["complete"] is True
     csv_text = (tmp_path / "status.csv").read_text()
     assert csv_text.startswith("video,step,state,seconds,error") and "failed" in csv_text
     again = run_batch(videos, params, client=client)
-    assert [r.state for r in again if "broken" not in r.video] == ["skipped", "skipped"]
+    assert [r.state for r in again if "broken" not in r.video] == ["skipped"] * 4
     table = status_table(videos[:2], params)
-    assert [row["segment"] for row in table] == ["done", "done"]
+    assert [(row["segment"], row["embed"]) for row in table] == [("done", "done")] * 2
 
 
 def test_killed_worker_then_rerun_completes_with_intact_stores(client, tmp_path):

@@ -8,27 +8,33 @@ import sys
 from collections.abc import Sequence
 
 from napari_sbl import __version__
-from napari_sbl.cli import analyze_cmd, batch_cmd, cluster_cmd, demo_cmd, labels_cmd, segment_cmd
+from napari_sbl.cli import (
+    analyze_cmd,
+    batch_cmd,
+    cluster_cmd,
+    demo_cmd,
+    embed_cmd,
+    infer_cmd,
+    labels_cmd,
+    segment_cmd,
+    train_cmd,
+)
 from napari_sbl.cli.common import add_shared_options, configure_logging
 from napari_sbl.errors import Cancelled, SblError
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
-# Verbs whose core is not built yet: each says so and exits 2 instead of pretending.
-PLANNED_VERBS = {
-    "embed": "embed clips of tracked animals with an encoder (videoprism or motion)",
-    "train": "train a behaviour classifier on cached embeddings",
-    "infer": "predict per-frame behaviour on new videos",
-}
-
-IMPLEMENTED = {
+VERBS = {
     "demo": demo_cmd,
     "segment": segment_cmd,
+    "embed": embed_cmd,
     "batch": batch_cmd,
     "analyze": analyze_cmd,
     "labels": labels_cmd,
     "cluster": cluster_cmd,
+    "train": train_cmd,
+    "infer": infer_cmd,
 }
 
 
@@ -39,26 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-sbl {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name, module in IMPLEMENTED.items():
+    for name, module in VERBS.items():
         sub = verbs.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         add_shared_options(sub)
         sub.set_defaults(run=module.run)
-    for name, text in PLANNED_VERBS.items():
-        sub = verbs.add_parser(name, help=f"{text} (not available yet)", description=text,
-                               add_help=True, prefix_chars="-")
-        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        add_shared_options(sub)
-        sub.set_defaults(run=_not_available(name))
     return parser
-
-
-def _not_available(name: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"napari-sbl {name}: not available yet in napari-sbl {__version__}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -237,13 +237,16 @@ class VideoReader:
         """How many frames before the target to convert and cache while decoding toward it.
 
         Moving backwards (a miss just behind the cursor) suggests the user keeps stepping back,
-        so the whole stretch back to the keyframe is cached, as far as the budget allows.
+        so the whole stretch back to the keyframe is cached, as far as the budget allows. Reading
+        on from the cursor (playback, sampling every k-th frame) converts only what is asked for.
         """
         stepping_back = 0 <= frame_index < self._cursor_next <= frame_index + KEEP_BEHIND_FRAMES + 1
         if stepping_back:
             frame_bytes = self.height * self.width * 3
             return self._cache.capacity_frames(frame_bytes) // 2
-        return KEEP_BEHIND_FRAMES
+        keyframe = self.index.keyframe_before(frame_index)
+        reading_on = self._cursor is not None and keyframe <= self._cursor_next <= frame_index
+        return 0 if reading_on else KEEP_BEHIND_FRAMES
 
     def _decode_to(self, target: int, keep_behind: int) -> np.ndarray:
         keyframe = self.index.keyframe_before(target)

@@ -102,17 +102,22 @@ def _segment(video_path: Path, params: BatchParams) -> None:
 
 
 def _embed(video_path: Path, params: BatchParams) -> None:
-    from napari_sbl.embed.run import embed_video_file
+    from napari_sbl.embed.clips import EmbedParams
+    from napari_sbl.embed.run import embed_video
+    from napari_sbl.pipeline.session import open_session
 
-    embed_video_file(video_path, params.encoder, params.extra.get("embed", {}))
+    video, store = open_session(video_path)
+    embed_video(video, store, EmbedParams(encoder=params.encoder, **params.extra.get("embed", {})), Reporter())
 
 
 def _infer(video_path: Path, params: BatchParams) -> None:
     if not params.model_dir:
         raise SblError("the infer step needs --model MODEL_DIR")
-    from napari_sbl.behavior.infer import infer_video_file
+    from napari_sbl.behavior.infer import infer_store
+    from napari_sbl.pipeline.session import open_session
 
-    infer_video_file(Path(params.model_dir), video_path)
+    _, store = open_session(video_path)
+    infer_store(Path(params.model_dir), store, reporter=Reporter())
 
 
 STEP_RUNNERS: dict[str, Callable[[Path, BatchParams], None]] = {

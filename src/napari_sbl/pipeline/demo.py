@@ -62,10 +62,16 @@ def _demo_steps() -> list[tuple[str, Callable[[DemoContext], str]]]:
     """The pipeline in order; imported lazily so the demo module stays cheap to import."""
     from napari_sbl.analysis.run import demo_step_analyze
     from napari_sbl.behavior.annotation_store import demo_step_labels
+    from napari_sbl.behavior.train import demo_step_train
+    from napari_sbl.cluster.run import demo_step_cluster
+    from napari_sbl.embed.run import demo_step_embed
 
     return [
         ("track", _step_track),
+        ("embed", demo_step_embed),
+        ("cluster", demo_step_cluster),
         ("labels", demo_step_labels),
+        ("train", demo_step_train),
         ("analyze", demo_step_analyze),
     ]
 

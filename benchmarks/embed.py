@@ -1,0 +1,294 @@
+"""End-to-end embedding throughput: video → tracked masks → registered clips → VideoPrism → session store.
+
+The real mouse video is tracked with the classical tracker first (timed on its own), then every clip of
+the mouse is embedded, in one process on one device, by:
+
+- ``ours-bf16``: napari-sbl's embedding step: the sampled frames decode on a producer thread while
+  worker threads read masks and register clips, uint8 crops go to the device, tokens are pooled on
+  the device, bf16 compute, batches of 32, block k+1 prepared while block k computes and k-1 is written;
+- ``ours-fp32``: the same pipeline in fp32 (TF32 matmuls on GPU), to separate precision from pipelining;
+- ``seed-fp32``: the seed's way: clip after clip on one thread (decode the clip's frames, register,
+  write the clip to a temporary .mp4, read it back), batches of 8, fp32, the full token grid copied to
+  the host and pooled with NumPy, then stored (on the first ``--seed-clips`` clips: it is slow);
+- ``input-only``: our pipeline with an encoder that computes nothing: the decode/registration bound.
+
+Weights are random (the GPU machine is offline; speed does not depend on their values).
+
+    python benchmarks/embed.py --out benchmarks/results/embed.md     # on a GPU
+    python benchmarks/embed.py --quick                                # CPU smoke test: tiny model, 36-px crops
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEO = REPO.parent / "shared" / "data" / "videos" / "mouse_openfield_dlc.mp4"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=VIDEO)
+    parser.add_argument("--frames", type=int, default=None, help="embed only the first N frames (default: all)")
+    parser.add_argument("--model", default="base", choices=["base", "large"])
+    parser.add_argument("--size", type=int, default=None, help="crop side in px (default: the trained 288)")
+    parser.add_argument("--strides", type=int, nargs="+", default=[8, 2],
+                        help="sampled frames between clips; one table each (default 8 2; 2 loads the GPU more)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed-batch", type=int, default=8)
+    parser.add_argument("--seed-clips", type=int, default=64, help="clips the slow seed-style path embeds")
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 2))
+    parser.add_argument("--quick", action="store_true", help="tiny config, 240 frames, 36-px crops (CPU smoke test)")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as Markdown here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.frames, args.size, args.batch_size, args.seed_batch, args.seed_clips, args.strides = \
+            "tiny", 240, 36, 8, 4, 12, [8]
+        args.workers = min(args.workers, 2)
+    return args
+
+
+class NullEncoder:
+    """Takes the crops and computes nothing: measures decoding and registration alone (and shows that a
+    new encoder is one small class)."""
+
+    name, needs_crops = "input-only", True
+
+    def __init__(self, registration) -> None:
+        self._registration = registration
+
+    def registration(self):
+        return self._registration
+
+    def layout(self):
+        from napari_sbl.embed.encoder import EmbeddingLayout
+
+        return EmbeddingLayout(dim=1)
+
+    def prepare(self, context) -> None:
+        pass
+
+    def encode(self, batch):
+        from napari_sbl.embed.encoder import EncodedBatch
+
+        count, steps = batch.crops.shape[:2]
+        return EncodedBatch(np.zeros((count, 1)), np.zeros((count, steps, 1)))
+
+    def provenance(self) -> dict:
+        return {"encoder": self.name, "checkpoint_sha256": None}
+
+
+def adaptive_pool_numpy(tokens: np.ndarray, grid: int) -> np.ndarray:
+    """(B, T, R, C, D) → (B, T, grid², D) by averaging bins, on the host (the seed's way)."""
+    rows, cols = tokens.shape[2:4]
+    cells = []
+    for i in range(grid):
+        r0, r1 = i * rows // grid, -(-(i + 1) * rows // grid)
+        for j in range(grid):
+            c0, c1 = j * cols // grid, -(-(j + 1) * cols // grid)
+            cells.append(tokens[:, :, r0:r1, c0:c1].mean(axis=(2, 3)))
+    return np.stack(cells, axis=2)
+
+
+def seed_style(video, store, params, backbone, limit: int, batch: int, folder: Path) -> tuple[int, float]:
+    """Embed the first ``limit`` clips the seed's way; returns (clips, seconds)."""
+    from napari_sbl.embed.clips import build_plan, load_tracks
+    from napari_sbl.embed.registration import box_size_px, register_clip
+    from napari_sbl.io.video import VideoReader
+    from napari_sbl.io.writer import VideoWriteParams, write_video
+    from napari_sbl.progress import Reporter
+    from napari_sbl.store import layout
+
+    began = time.perf_counter()
+    tracks = load_tracks(store, video.n_frames, video.height, video.width)
+    plan, geometry = build_plan(video, tracks, params, Reporter(), workers=1)
+    registration = params.registration
+    entries = np.arange(min(limit, plan.n_entries))
+    results = {"clips": [], "frames": [], "tokens": []}
+    for first in range(0, len(entries), batch):
+        clips = []
+        for entry in entries[first:first + batch]:
+            column, rows = plan.entry_column[entry], plan.rows(np.array([entry]))[0]
+            frames = np.stack([video.frame(int(plan.sample_frames[r])) for r in rows])
+            masks = np.stack([tracks.labels(plan.sample_frames[r]) == plan.animal_ids[column] for r in rows])
+            centres, headings = (values[rows] for values in geometry.filled(column))
+            box = box_size_px(registration, geometry.body_length_px()[column])
+            crop = register_clip(frames, masks, centres, headings, box, registration.size_px, registration)
+            path = folder / f"clip_{entry}.mp4"
+            write_video(path, crop, VideoWriteParams(fps=params.fps))
+            clips.append(np.stack(list(VideoReader(path).iter_frames())))
+            path.unlink()
+        tokens = np.asarray(backbone(np.stack(clips).astype(np.float32) / 255, grid=True), np.float32)
+        pooled = adaptive_pool_numpy(tokens, params.videoprism.pool_grid)
+        per_frame = tokens.mean(axis=(2, 3))
+        results["clips"].append(per_frame.mean(axis=1))
+        results["frames"].append(per_frame.astype(np.float16))
+        results["tokens"].append(pooled.astype(np.float16))
+    for part, values in results.items():
+        store.write_array(layout.embedding_key("videoprism_seed", part), np.concatenate(values))
+    return len(entries), time.perf_counter() - began
+
+
+def params_for(args: argparse.Namespace, registration, dtype: str, stride: int, batch: int):
+    from napari_sbl.embed.clips import EmbedParams, VideoPrismParams
+
+    return EmbedParams(encoder="videoprism", stride=stride, stop=args.frames, batch_size=batch, workers=args.workers,
+                       registration=registration,
+                       videoprism=VideoPrismParams(model=args.model, weights="random", dtype=dtype))
+
+
+def run_ours(video, store, args: argparse.Namespace, registration, backbones: dict, stride: int) -> list[tuple]:
+    """input-only, ours-bf16 and ours-fp32 over the whole video; rows (path, dtype, batch, clips, seconds)."""
+    from napari_sbl.embed.encoder import ClipBatch
+    from napari_sbl.embed.run import embed_video
+    from napari_sbl.embed.videoprism_encoder import VideoPrismClipEncoder
+    from napari_sbl.progress import Reporter
+
+    rows = []
+    for name, dtype in (("input-only", None), ("ours-bf16", "bfloat16"), ("ours-fp32", "float32")):
+        params = params_for(args, registration, dtype or "float32", stride, args.batch_size)
+        encoder = NullEncoder(registration) if dtype is None else VideoPrismClipEncoder(params, backbones[dtype])
+        if dtype is not None:  # compile outside the timing: every block has the same (padded) shape
+            encoder.prepare(None)
+            shape = (args.batch_size, params.clip_frames, registration.size_px, registration.size_px, 3)
+            np.asarray(encoder.encode(ClipBatch(*(np.zeros(1),) * 3, np.zeros(shape, np.uint8))).clips)
+        summary = embed_video(video, store, params, Reporter(), encoder=encoder, overwrite=True)
+        rows.append((name, dtype or "–", args.batch_size, summary.n_clips, summary.seconds))
+        print(f"{name:>10} (stride {stride}): {summary.n_clips} clips in {summary.seconds:.2f} s", flush=True)
+    return rows
+
+
+def stage_times(video, store, params, workers: int) -> list[str]:
+    """Where the input side spends its time: planning, decoding (1 and 4 readers), registering."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_sbl.embed.clips import build_plan, load_tracks
+    from napari_sbl.embed.run import CropBuilder, opencv_single_threaded, reopen_video
+    from napari_sbl.progress import Reporter
+
+    tracks = load_tracks(store, video.n_frames, video.height, video.width)
+    began = time.perf_counter()
+    plan, geometry = build_plan(video, tracks, params, Reporter(), workers)
+    plan_s = time.perf_counter() - began
+    samples = plan.sample_frames
+    decode = {}
+    for readers in (1, 4):
+        spans = np.array_split(samples, readers)
+        videos = [reopen_video(video) for _ in spans]
+        began = time.perf_counter()
+        with ThreadPoolExecutor(readers) as pool:
+            list(pool.map(lambda pair: [pair[0].frame(int(i)) for i in pair[1]], zip(videos, spans, strict=True)))
+        decode[readers] = len(samples) / (time.perf_counter() - began)
+    entries = np.arange(min(64, plan.n_entries))
+    register = {}
+    for threads in (1, workers):
+        with ThreadPoolExecutor(threads) as pool:
+            builder = CropBuilder(video, tracks, plan, geometry, params.registration, 0, pool, [entries])
+            builder.samples.request(plan.rows(entries))
+            for entry in entries:  # decoded before the clock starts
+                [builder.samples.region(row, plan.entry_column[entry]) for row in plan.rows(np.array([entry]))[0]]
+            began = time.perf_counter()
+            with opencv_single_threaded(threads):
+                builder.block(0)
+            register[threads] = len(entries) / (time.perf_counter() - began)
+            builder.samples.close()
+    per_clip_samples = len(samples) / max(plan.n_entries, 1)
+    return ["", "## where the input side spends its time", "",
+            f"- planning (read {len(samples)} sampled masks, measure bodies, plan clips): {plan_s:.2f} s",
+            f"- decoding the sampled frames: {decode[1]:.0f} samples/s with one reader, {decode[4]:.0f} with four "
+            f"(each decodes its own span; the step uses up to four)",
+            f"- registering {params.registration.size_px}² crops of 16 frames: {register[1]:.1f} clips/s on one "
+            f"thread, {register[workers]:.1f} on {workers}",
+            f"- at stride {params.stride} a clip needs {per_clip_samples:.1f} new samples, so one reader alone caps "
+            f"the step at {decode[1] / per_clip_samples:.0f} clips/s and four at {decode[4] / per_clip_samples:.0f}"]
+
+
+def markdown(stride: int, rows: list[tuple]) -> list[str]:
+    seed_rate = rows[-1][3] / rows[-1][4]
+    lines = ["", f"## stride {stride} (a clip every {stride} sampled frames)", "",
+             "| path | compute | batch | clips | seconds | clips/s | × seed |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | {n / sec / seed_rate:.1f} |"
+              for name, dtype, batch, n, sec in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # before JAX starts
+    sys.path.insert(0, str(REPO / "src"))
+    import jax
+
+    from napari_sbl.embed.registration import RegistrationParams
+    from napari_sbl.embed.videoprism import VideoPrismEncoder, load_encoder
+    from napari_sbl.pipeline.session import open_session
+    from napari_sbl.progress import Reporter
+    from napari_sbl.segment.backends import TrackParams
+    from napari_sbl.segment.run import track_video
+    from napari_sbl.store import layout
+
+    folder = Path(tempfile.mkdtemp(prefix="embed-bench-"))
+    try:
+        video_path = folder / args.video.name
+        shutil.copyfile(args.video, video_path)
+        video, store = open_session(video_path)
+        began = time.perf_counter()
+        tracked = track_video(video, store, [], TrackParams(backend="classical", n_animals=1, stop=args.frames),
+                              Reporter())
+        track_seconds = time.perf_counter() - began
+        fp32 = load_encoder(model=args.model, weights="random")
+        backbones = {"float32": fp32, "bfloat16": VideoPrismEncoder(fp32.config, fp32.variables, "bfloat16",
+                                                                    weights_source=fp32.weights_source)}
+        registration = RegistrationParams(size_px=args.size or fp32.config.trained_size_px)
+
+        seed_count, seed_seconds = seed_style(video, store, params_for(args, registration, "float32", args.strides[0],
+                                                                       args.seed_batch),
+                                              fp32, args.seed_clips, args.seed_batch, folder)
+        print(f" seed-fp32: {seed_count} clips in {seed_seconds:.2f} s", flush=True)
+        sections, agreement = [], float("nan")
+        for stride in args.strides:
+            rows = run_ours(video, store, args, registration, backbones, stride)
+            rows.append(("seed-fp32", "float32", args.seed_batch, seed_count, seed_seconds))
+            sections.append((stride, rows))
+            if stride == args.strides[0]:  # the seed embedded the first clips of this plan
+                ours = store.read(layout.embedding_key("videoprism", "clips"))[:seed_count]  # ours-fp32, last run
+                seed = store.read(layout.embedding_key("videoprism_seed", "clips"))
+                agreement = float(np.linalg.norm(ours - seed) / np.linalg.norm(seed))
+        device = jax.devices()[0]
+        header = [
+            "# End-to-end embedding throughput (video → stored embeddings)",
+            "",
+            f"- device: {device.device_kind} ({device.platform}); host: {os.cpu_count()} CPU threads, "
+            f"{platform.machine()}; jax {jax.__version__}; {args.workers} decode/registration workers",
+            f"- video: {args.video.name}, {tracked.frames_total} frames {video.width}×{video.height} at "
+            f"{video.info.fps:.1f} fps, tracked classically in {track_seconds:.1f} s "
+            f"({tracked.frames_total / track_seconds:.0f} frames/s)",
+            f"- clips: 16 frames sampled at 12 fps, {registration.size_px}² px crops, body-aligned, black "
+            f"background; VideoPrism {args.model}, random weights; times include reading the masks",
+            f"- ours-fp32 vs seed-fp32 clip vectors (same clips; the seed re-encodes each clip as .mp4): "
+            f"relative L2 difference {agreement:.2e}",
+            f"- command: `python {' '.join(['benchmarks/embed.py', *(argv or sys.argv[1:])])}`",
+        ]
+        stages = stage_times(video, store, params_for(args, registration, "float32", args.strides[0], 32), args.workers)
+        table = "\n".join(header + [line for stride, rows in sections for line in markdown(stride, rows)]
+                          + stages) + "\n"
+        print(table)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(table)
+            print(f"wrote {args.out}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

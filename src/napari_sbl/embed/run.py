@@ -1,0 +1,508 @@
+"""The embedding step: tracks → clip plan → registered clips → encoder → ``embeddings/<encoder>/...``.
+
+Shared by the widget, the CLI and the demo. Work is pipelined: a producer thread decodes the sampled
+frames in order while worker threads read their masks and register the clips; the encoder computes
+block k (asynchronously on an accelerator) while block k-1 is written. Arrays are pre-created from
+the deterministic plan and written in whole chunks; ``clips`` records the finished entry intervals
+(``clips_done``) only after a block is on disk, so a killed run resumes with the missing blocks.
+
+Without tracks the step refuses with a message saying how to track first: both encoders describe one
+animal at a time (VideoPrism sees a crop centred on it, the motion encoder its body and movement), so
+a whole-frame embedding would be a different kind of data under the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_sbl.embed.clips import ClipPlan, EmbedError, EmbedParams, TrackGeometry, TrackSet, build_plan, load_tracks
+from napari_sbl.embed.encoder import ClipBatch, EncodedBatch, Encoder, EncoderContext, make_encoder
+from napari_sbl.embed.registration import Jitter, RegistrationParams, box_size_px, register_clip
+from napari_sbl.errors import Cancelled
+from napari_sbl.progress import Reporter, silent
+from napari_sbl.store import layout
+from napari_sbl.store.intervals import add_interval, missing
+from napari_sbl.store.session import SessionStore, store_ready
+
+log = logging.getLogger(__name__)
+LOOKAHEAD_BLOCKS = 2
+MAX_DECODERS = 4
+SKIP_REASON = "animal present on fewer than min_present of the clip's sampled frames"
+
+
+@dataclass(frozen=True)
+class EmbedSummary:
+    """What an embedding run did and what the store now holds under ``key``."""
+
+    encoder: str
+    key: str
+    n_clips: int
+    clips_embedded: int
+    skipped: int
+    clips_per_animal: dict[int, int]
+    complete: bool
+    dim: int
+    grid_cells: int
+    frame_range: tuple[int, int]
+    sample_fps: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PreviewClip:
+    animal_id: int
+    start_frame: int
+    stop_frame: int
+    crops: np.ndarray  # (Tc, S, S, C) uint8
+
+
+# -- reading samples ---------------------------------------------------------------------------------
+def iter_samples(video, tracks: TrackSet, plan: ClipPlan, pool: ThreadPoolExecutor,
+                 chunk: int = 32) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(row, frame, labels) for every sample in order; masks are read on ``pool`` while frames decode."""
+    for first in range(0, len(plan.sample_frames), chunk):
+        rows = range(first, min(first + chunk, len(plan.sample_frames)))
+        labels = [pool.submit(tracks.labels, plan.sample_frames[row]) for row in rows]
+        for row, future in zip(rows, labels, strict=True):
+            yield row, video.frame(int(plan.sample_frames[row])), future.result()
+
+
+class SampleStreams:
+    """Each animal's region of the samples the blocks need, decoded by several readers in parallel.
+
+    Reader k decodes the k-th contiguous span of samples with its own decoder (blocks are interleaved
+    across spans, so every decoder has work); each decoded sample keeps only the regions clips will cut
+    from it, frame and animal mask, and is dropped after the last block that uses it.
+    """
+
+    def __init__(self, video, tracks: TrackSet, plan: ClipPlan, regions: np.ndarray, streams: int) -> None:
+        self.tracks, self.plan, self.regions = tracks, plan, regions
+        self.readers = [video, *(reopen_video(video) for _ in range(streams - 1))]
+        self._decoders = [ThreadPoolExecutor(1, thread_name_prefix="embed-decode") for _ in self.readers]
+        self._samples: dict[int, Future] = {}
+
+    def stream_of(self, row: int) -> int:
+        return int(row) * len(self.readers) // len(self.plan.sample_frames)
+
+    def request(self, rows: np.ndarray) -> None:
+        for row in np.unique(rows):
+            if int(row) not in self._samples:
+                decoder = self._decoders[self.stream_of(row)]
+                self._samples[int(row)] = decoder.submit(self._load, self.readers[self.stream_of(row)], int(row))
+
+    def _load(self, reader, row: int) -> dict[int, tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+        index = int(self.plan.sample_frames[row])
+        frame, labels = reader.frame(index), self.tracks.labels(index)
+        cuts = {}
+        for column in np.flatnonzero(self.regions[row, :, 2] > 0):
+            x0, y0, x1, y1 = (int(v) for v in self.regions[row, column])
+            cuts[int(column)] = (frame[y0:y1, x0:x1].copy(), labels[y0:y1, x0:x1] == self.plan.animal_ids[column],
+                                 (x0, y0))
+        return cuts
+
+    def region(self, row: int, column: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(frame part, mask part, (x0, y0) of the part in the frame) of one sample for one animal."""
+        return self._samples[int(row)].result()[int(column)]
+
+    def drop(self, rows: np.ndarray) -> None:
+        for row in rows:
+            self._samples.pop(int(row), None)
+
+    def close(self) -> None:
+        for decoder in self._decoders:
+            decoder.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def opencv_single_threaded(workers: int) -> Iterator[None]:
+    """Our worker threads already register clips in parallel; OpenCV's own thread pool under each of them
+    oversubscribes the cores (on 16 cores registration scaled 1.8× instead of ~10×). Restored after."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    if workers > 1:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def reopen_video(video):
+    """A second reader of the same file (its own decoder), sharing the frame index."""
+    return type(video)(video.path, frame_index=video.index)
+
+
+class CropBuilder:
+    """Registered clips of the planned blocks, block by block, on worker threads.
+
+    ``blocks``: entry arrays in processing order. Each entry's clip is cut from one frame region that any
+    rotation, scale and shift of its box stays inside; each sample keeps the union of its entries' regions.
+    """
+
+    def __init__(self, video, tracks: TrackSet, plan: ClipPlan, geometry: TrackGeometry,
+                 registration: RegistrationParams, seed: int, pool: ThreadPoolExecutor, blocks: list[np.ndarray],
+                 streams: int = 1) -> None:
+        self.plan, self.registration, self.seed, self.pool, self.blocks = plan, registration, seed, pool, blocks
+        self.boxes = [box_size_px(registration, length) for length in geometry.body_length_px()]
+        self.filled = [geometry.filled(column) for column in range(len(plan.animal_ids))]
+        self.entry_regions = {int(e): self._region(int(e), video.width, video.height) for b in blocks for e in b}
+        regions, self.last_use = self._sample_regions(len(plan.animal_ids))
+        parallel = bool(blocks) and hasattr(video, "index") and hasattr(video, "path")
+        self.samples = SampleStreams(video, tracks, plan, regions, streams if parallel else 1)
+
+    def block(self, index: int, copy: int = 0) -> np.ndarray:
+        """(B, Tc, S, S, C) uint8 clips of block ``index``; ``copy`` k >= 1 jitters each clip reproducibly.
+
+        Asks for the samples of the next blocks too, so the decoders work ahead of registration.
+        """
+        for ahead in self.blocks[index : index + len(self.samples.readers) + 1]:
+            self.samples.request(self.plan.rows(ahead))
+        return np.stack(list(self.pool.map(lambda entry: self.clip(int(entry), copy), self.blocks[index])))
+
+    def done(self, index: int) -> None:
+        """Forget the samples no later block needs."""
+        self.samples.drop(np.flatnonzero(self.last_use == index))
+
+    def clip(self, entry: int, copy: int = 0) -> np.ndarray:
+        column = int(self.plan.entry_column[entry])
+        rows = self.plan.clip_rows[self.plan.entry_clip[entry]]
+        centres, headings = self.filled[column][0][rows], self.filled[column][1][rows]
+        jitter = Jitter.draw(np.random.default_rng([self.seed, copy, entry])) if copy else None
+        x0, y0, x1, y1 = self.entry_regions[entry]
+        frames, masks = [], []
+        for row in rows:
+            frame, mask, (ox, oy) = self.samples.region(row, column)
+            frames.append(frame[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+            masks.append(mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        return register_clip(np.stack(frames), np.stack(masks), centres - (x0, y0), headings, self.boxes[column],
+                             int(self.registration.size_px), self.registration, jitter)
+
+    def _region(self, entry: int, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in the frame that holds every pixel the entry's crops can sample."""
+        column = int(self.plan.entry_column[entry])
+        rows = self.plan.clip_rows[self.plan.entry_clip[entry]]
+        centres = self.filled[column][0][rows[:1] if self.registration.anchor == "first" else rows]
+        reach = 0.9 * self.boxes[column] + 2  # covers ±15° rotation, 0.9× scale and 5 % shift of the box
+        x0, y0 = np.clip(np.floor(centres.min(axis=0) - reach).astype(int), 0, (width - 1, height - 1))
+        x1, y1 = np.clip(np.ceil(centres.max(axis=0) + reach).astype(int) + 1, (x0 + 1, y0 + 1), (width, height))
+        return int(x0), int(y0), int(x1), int(y1)
+
+    def _sample_regions(self, n_animals: int) -> tuple[np.ndarray, np.ndarray]:
+        """(M, A, 4) union of the regions of the entries using each sample (0 = unused) and (M,) the
+        index of the last block using each sample (-1 = none)."""
+        regions = np.zeros((len(self.plan.sample_frames), n_animals, 4), dtype=np.int64)
+        regions[..., :2] = np.iinfo(np.int64).max
+        last_use = np.full(len(self.plan.sample_frames), -1)
+        for index, entries in enumerate(self.blocks):
+            for entry in entries:
+                rows, column = self.plan.rows(np.array([entry]))[0], int(self.plan.entry_column[entry])
+                box = self.entry_regions[int(entry)]
+                regions[rows, column, :2] = np.minimum(regions[rows, column, :2], box[:2])
+                regions[rows, column, 2:] = np.maximum(regions[rows, column, 2:], box[2:])
+                last_use[rows] = np.maximum(last_use[rows], index)
+        regions[regions[..., 2] == 0] = 0
+        return regions, last_use
+
+
+# -- the store ---------------------------------------------------------------------------------------
+class EmbeddingWriter:
+    """Creates (or reopens, to resume) ``embeddings/<encoder>/...`` and writes whole blocks of entries."""
+
+    def __init__(self, store: SessionStore, encoder: str, arrays: dict, fresh: bool) -> None:
+        self.store, self.encoder, self.arrays, self.fresh = store, encoder, arrays, fresh
+        self.clips = arrays["clips"]
+        self.done = [list(span) for span in self.clips.attrs.get("clips_done", [])]
+
+    @classmethod
+    def open(cls, store: SessionStore, encoder: Encoder, plan: ClipPlan, params: EmbedParams,
+             overwrite: bool) -> EmbeddingWriter:
+        shape = encoder.layout()
+        n, steps, dim, copies = plan.n_entries, plan.clip_frames, shape.dim, params.augment_copies
+        attrs = store_ready({"encoder": encoder.name, "checkpoint_sha256": None, "params": params.recorded(),
+                             "plan_sha256": plan_fingerprint(plan), "sample_fps": plan.sample_fps,
+                             "grid_cells": shape.grid_cells, "feature_names": list(shape.feature_names)})
+        def key(part: str) -> str:
+            return layout.embedding_key(encoder.name, part)
+
+        fresh = overwrite or not store.has(key("clips"))
+        if not fresh:
+            _check_same_settings(store.attrs(key("clips")), attrs, key("clips"))
+        chunk = max(1, min(params.batch_size, n))
+        specs = {"frames": ((n, steps, dim), np.float16), "clips": ((n, dim), np.float32)}
+        if shape.grid_cells:
+            specs["tokens"] = ((n, steps, shape.grid_cells, dim), np.float16)
+        if copies:
+            specs["augmented/frames"] = ((n, copies, steps, dim), np.float16)
+            specs["augmented/clips"] = ((n, copies, dim), np.float32)
+        arrays = {}
+        for part, (part_shape, dtype) in specs.items():  # clips last: its existence marks a started run
+            arrays[part] = store.create_incremental(key(part), part_shape, dtype, (chunk, *part_shape[1:]), attrs,
+                                                    fill_value=np.nan, overwrite=fresh, done_attr="clips_done")
+        if fresh or not store.has(key("stop_frame")):
+            for part, values in (("animal_id", plan.animal_id), ("start_frame", plan.start_frame),
+                                 ("stop_frame", plan.stop_frame)):
+                store.write_array(key(part), values.astype(np.int32), attrs=attrs)
+            store.write_array(key("skipped"), plan.skipped, attrs={
+                **attrs, "columns": ["animal_id", "start_frame", "stop_frame", "samples_present"],
+                "reason": SKIP_REASON})
+        return cls(store, encoder.name, arrays, fresh)
+
+    @property
+    def chunk(self) -> int:
+        return int(self.clips.chunks[0])
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Missing entries as chunk-aligned [start, stop) blocks."""
+        out = []
+        for gap_start, gap_stop in missing(self.done, 0, self.clips.shape[0]):
+            edge = gap_start - gap_start % self.chunk
+            for first in range(edge, gap_stop, self.chunk):
+                out.append((max(first, gap_start), min(first + self.chunk, gap_stop)))
+        return out
+
+    def record_provenance(self, provenance: dict) -> None:
+        """Store what made the numbers; refuse to mix two checkpoints in one set of arrays."""
+        old = self.clips.attrs.get("checkpoint_sha256")
+        new = provenance.get("checkpoint_sha256")
+        if not self.fresh and self.done and old != new:
+            raise EmbedError(f"embeddings/{self.encoder} were started with weights {old} but these are {new}; "
+                             "use the same checkpoint to resume, or overwrite")
+        for array in self.arrays.values():
+            array.attrs.update(store_ready({"checkpoint_sha256": new, "provenance": provenance}))
+
+    def write(self, start: int, stop: int, results: list[EncodedBatch]) -> None:
+        """Write one block (the embedding, then its augmented copies) and only then mark it done."""
+        main = results[0]
+        self.arrays["frames"][start:stop] = np.asarray(main.frames).astype(np.float16)
+        if "tokens" in self.arrays:
+            self.arrays["tokens"][start:stop] = np.asarray(main.tokens).astype(np.float16)
+        if len(results) > 1:
+            self.arrays["augmented/frames"][start:stop] = np.stack(
+                [np.asarray(r.frames) for r in results[1:]], axis=1).astype(np.float16)
+            self.arrays["augmented/clips"][start:stop] = np.stack(
+                [np.asarray(r.clips) for r in results[1:]], axis=1).astype(np.float32)
+        self.clips[start:stop] = np.asarray(main.clips).astype(np.float32)
+        self.done = add_interval(self.done, start, stop)
+        for array in self.arrays.values():  # after the data: a kill before this only costs a redo
+            array.attrs.update({"clips_done": self.done})
+
+    def finish(self) -> bool:
+        complete = not missing(self.done, 0, self.clips.shape[0])
+        for array in self.arrays.values():
+            array.attrs.update({"complete": complete})
+        self.store.touch()
+        return complete
+
+
+def plan_fingerprint(plan: ClipPlan) -> str:
+    """sha256 of which animal and frames each entry covers: changes when the tracks or settings do."""
+    digest = hashlib.sha256()
+    for values in (plan.animal_id, plan.start_frame, plan.stop_frame):
+        digest.update(np.ascontiguousarray(values, dtype=np.int32).tobytes())
+    return digest.hexdigest()
+
+
+def _check_same_settings(old: dict, new: dict, key: str) -> None:
+    differs = [name for name in ("params", "plan_sha256", "encoder") if old.get(name) != new.get(name)]
+    if differs:
+        changed = [k for k in new["params"] if old.get("params", {}).get(k) != new["params"][k]]
+        what = f"settings {', '.join(changed)}" if changed else "the tracks (a different clip plan)"
+        raise EmbedError(f"{key} was made from other {what}; pass overwrite to replace it, or rerun with the "
+                         "same settings to resume")
+
+
+# -- the pipeline -------------------------------------------------------------------------------------
+class BlockProducer:
+    """Builds the batches of each block on a background thread, ``lookahead`` blocks ahead."""
+
+    _END = object()
+
+    def __init__(self, blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]],
+                 lookahead: int = LOOKAHEAD_BLOCKS) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=lookahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(blocks, make), daemon=True, name="embed-producer")
+        self._thread.start()
+
+    def _run(self, blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]]) -> None:
+        try:
+            for index, (start, stop) in enumerate(blocks):
+                if self._stop.is_set():
+                    return
+                self._put((start, stop, make(index)))
+            self._put(self._END)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            self._put(err)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[tuple[int, int, list[ClipBatch]]]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_blocks(blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]], encoder: Encoder,
+               writer: EmbeddingWriter, reporter: Reporter) -> int:
+    """Encode block k while block k-1 is written; a cancel keeps every block already encoded."""
+    reporter.start(sum(stop - start for start, stop in blocks), f"embedding clips ({encoder.name})")
+    producer = BlockProducer(blocks, make)
+    pending: tuple[int, int, list[EncodedBatch]] | None = None
+    written = 0
+
+    def flush() -> None:
+        nonlocal pending, written
+        if pending is not None:
+            start, stop, results = pending
+            pending = None
+            writer.write(start, stop, results)
+            written += stop - start
+            reporter.advance(stop - start)
+
+    try:
+        for start, stop, batches in producer:
+            reporter.check()
+            results = [encoder.encode(batch) for batch in batches]
+            flush()
+            pending = (start, stop, results)
+        flush()
+    except Cancelled:
+        flush()
+        raise
+    finally:
+        producer.close()
+    return written
+
+
+def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Reporter | None = None,
+                encoder: Encoder | None = None, overwrite: bool = False) -> EmbedSummary:
+    """Embed every planned clip of every tracked animal of ``video`` into ``store``, resuming a killed run."""
+    reporter = reporter or silent()
+    began = time.perf_counter()
+    tracks = load_tracks(store, video.n_frames, video.height, video.width)
+    plan, geometry = build_plan(video, tracks, params, reporter, params.workers)
+    encoder = encoder or make_encoder(params)
+    registration = encoder.registration()  # checked before the store is touched
+    writer = EmbeddingWriter.open(store, encoder, plan, params, overwrite)
+    blocks = writer.blocks()
+    written = 0
+    if blocks:
+        streams = max(1, min(MAX_DECODERS, params.workers // 2, len(blocks)))
+        blocks = interleave_blocks(blocks, plan, streams)
+        entries = [np.arange(start, stop) for start, stop in blocks]
+        with ThreadPoolExecutor(params.workers, thread_name_prefix="embed") as pool:
+            context = EncoderContext(store, plan, geometry, params, lambda: iter_samples(video, tracks, plan, pool),
+                                     reporter, overwrite)
+            encoder.prepare(context)
+            writer.record_provenance(encoder.provenance())
+            builder = CropBuilder(video, tracks, plan, geometry, registration, params.seed, pool,
+                                  entries if encoder.needs_crops else [], streams)
+            try:
+                make = _batch_maker(plan, builder, entries, encoder.needs_crops, params.augment_copies)
+                with opencv_single_threaded(params.workers):
+                    written = run_blocks(blocks, make, encoder, writer, reporter)
+            finally:
+                builder.samples.close()
+    complete = writer.finish()
+    ids, counts = np.unique(plan.animal_id, return_counts=True)
+    return EmbedSummary(encoder.name, f"{layout.EMBEDDINGS}/{encoder.name}", plan.n_entries, written,
+                        len(plan.skipped), {int(i): int(c) for i, c in zip(ids, counts, strict=True)}, complete,
+                        encoder.layout().dim, encoder.layout().grid_cells,
+                        (int(plan.sample_frames[0]), int(plan.clip_stop_frame.max())), plan.sample_fps,
+                        time.perf_counter() - began)
+
+
+def interleave_blocks(blocks: list[tuple[int, int]], plan: ClipPlan, streams: int) -> list[tuple[int, int]]:
+    """Blocks reordered round-robin over ``streams`` contiguous spans of samples (one decoder each)."""
+    if streams <= 1:
+        return blocks
+    first_row = [int(plan.rows(np.array([start]))[0, 0]) for start, _ in blocks]
+    spans = [[b for b, row in zip(blocks, first_row, strict=True) if row * streams // len(plan.sample_frames) == k]
+             for k in range(streams)]
+    return [spans[k][i] for i in range(max(map(len, spans))) for k in range(streams) if i < len(spans[k])]
+
+
+def _batch_maker(plan: ClipPlan, builder: CropBuilder, entries: list[np.ndarray], needs_crops: bool,
+                 copies: int) -> Callable[[int], list[ClipBatch]]:
+    def make(index: int) -> list[ClipBatch]:
+        block = entries[index]
+        columns, rows = plan.entry_column[block], plan.rows(block)
+        batches = [ClipBatch(block, columns, rows, builder.block(index, copy) if needs_crops else None, copy)
+                   for copy in range(copies + 1)]
+        builder.done(index)
+        return batches
+
+    return make
+
+
+# -- preview and demo ------------------------------------------------------------------------------------
+def preview_clips(video, store: SessionStore, params: EmbedParams, count: int = 4,
+                  reporter: Reporter | None = None) -> list[PreviewClip]:
+    """``count`` registered clips spread over the plan, exactly as the chosen encoder will see them."""
+    reporter = reporter or silent()
+    tracks = load_tracks(store, video.n_frames, video.height, video.width)
+    plan, geometry = build_plan(video, tracks, params, reporter, params.workers)
+    encoder = make_encoder(params)
+    picks = np.unique(np.linspace(0, plan.n_entries - 1, max(1, count)).round().astype(int))
+    with ThreadPoolExecutor(params.workers) as pool:
+        builder = CropBuilder(video, tracks, plan, geometry, encoder.registration(), params.seed, pool,
+                              [np.array([entry]) for entry in picks])
+        try:
+            crops = [builder.block(index)[0] for index in range(len(picks))]
+        finally:
+            builder.samples.close()
+    return [PreviewClip(int(plan.animal_id[e]), int(plan.start_frame[e]), int(plan.stop_frame[e]), clip)
+            for e, clip in zip(picks, crops, strict=True)]
+
+
+def montage(previews: list[PreviewClip], frames_per_clip: int = 8, min_tile_px: int = 96) -> np.ndarray:
+    """One RGB image: a row per clip, ``frames_per_clip`` of its frames across, tiles at least ``min_tile_px``."""
+    if not previews:
+        return np.zeros((min_tile_px, min_tile_px, 3), dtype=np.uint8)
+    size = previews[0].crops.shape[1]
+    zoom = max(1, -(-min_tile_px // size))
+    gap = 2
+    rows = []
+    for preview in previews:
+        picks = np.unique(np.linspace(0, len(preview.crops) - 1, frames_per_clip).round().astype(int))
+        tiles = [np.repeat(np.repeat(preview.crops[t], zoom, 0), zoom, 1) for t in picks]
+        tiles = [np.broadcast_to(tile, (*tile.shape[:2], 3)) for tile in tiles]
+        row = np.full((size * zoom, frames_per_clip * (size * zoom + gap), 3), 255, dtype=np.uint8)
+        for k, tile in enumerate(tiles):
+            row[:, k * (size * zoom + gap): k * (size * zoom + gap) + size * zoom] = tile
+        rows.append(np.vstack([row, np.full((gap, row.shape[1], 3), 255, dtype=np.uint8)]))
+    return np.vstack(rows)
+
+
+def demo_step_embed(ctx) -> str:
+    """Demo step: embed the tracked animals with the weight-free motion encoder."""
+    params = EmbedParams(encoder="motion", stop=ctx.params.max_frames)
+    summary = embed_video(ctx.video, ctx.store, params, ctx.reporter)
+    animals = ", ".join(f"animal {k}: {v}" for k, v in summary.clips_per_animal.items())
+    return (f"embedded {summary.n_clips} clips ({animals}) with the motion encoder: {summary.dim} features per "
+            f"frame at {summary.sample_fps:.1f} fps, {summary.skipped} clips skipped (animal mostly absent)")

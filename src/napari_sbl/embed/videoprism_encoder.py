@@ -1,0 +1,163 @@
+"""VideoPrism as a clip encoder: uint8 crops in, clip / frame / pooled-grid embeddings out.
+
+Built for throughput on one accelerator: crops travel to the device as uint8 (4× less than float);
+grey-to-RGB, the test-time mirror and the dtype cast happen there; the model's full token grid
+``(B, T, rows, cols, D)`` is pooled to ``pool_grid``² cells, per-frame and per-clip means *on the
+device*, so only the small results ever reach the host. Every call is asynchronous (JAX dispatch), so
+the embedding step queues batch k+1 while batch k computes and batch k-1 is written. Decoding and
+registration run on the step's worker threads (``embed/run.py``). JAX is told not to pre-allocate
+the whole GPU, because PyTorch (SAM2 tracking) shares it; that must be set before JAX starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from napari_sbl.embed.clips import EmbedError, EmbedParams
+from napari_sbl.embed.encoder import ClipBatch, EmbeddingLayout, EncodedBatch, EncoderContext
+from napari_sbl.embed.registration import RegistrationParams
+
+log = logging.getLogger(__name__)
+
+
+def _quiet_jax_allocation() -> None:
+    """Ask JAX to allocate GPU memory on demand (must run before ``import jax`` first happens)."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def pooling_matrix(size: int, cells: int) -> np.ndarray:
+    """(cells, size) averaging weights of adaptive average pooling (bins as PyTorch's adaptive pool)."""
+    weights = np.zeros((cells, size), dtype=np.float32)
+    for cell in range(cells):
+        first, last = (cell * size) // cells, -((-(cell + 1) * size) // cells)
+        weights[cell, first:last] = 1.0 / (last - first)
+    return weights
+
+
+@lru_cache(maxsize=16)
+def _compiled_pipeline(rows: int, cols: int, grid: int, mirror: bool) -> tuple[Any, Any]:
+    """(prepare, pool): two jitted functions around the encoder's own jitted forward."""
+    import jax
+    import jax.numpy as jnp
+
+    row_weights, col_weights = pooling_matrix(rows, grid), pooling_matrix(cols, grid)
+
+    def prepare(crops):
+        frames = jnp.broadcast_to(crops, (*crops.shape[:-1], 3)) if crops.shape[-1] == 1 else crops
+        return jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0) if mirror else frames
+
+    def pool(tokens):
+        tokens = tokens.astype(jnp.float32)  # (B', T, rows, cols, D)
+        if mirror:
+            half = tokens.shape[0] // 2
+            tokens = (tokens[:half] + tokens[half:, :, :, ::-1]) / 2  # mirrored half flipped back
+        cells = jnp.einsum("gr,btrcd,hc->btghd", row_weights, tokens, col_weights)
+        frames = tokens.mean(axis=(2, 3))
+        batch, steps = cells.shape[:2]
+        cells = cells.reshape(batch, steps, grid * grid, -1)
+        return frames.mean(axis=1), frames.astype(jnp.float16), cells.astype(jnp.float16)
+
+    return jax.jit(prepare), jax.jit(pool)
+
+
+class VideoPrismClipEncoder:
+    """The VideoPrism video encoder over registered clips (see the module docstring).
+
+    ``encoder``: an already loaded :class:`~napari_sbl.embed.videoprism.VideoPrismEncoder` (tests,
+    benchmarks); otherwise :meth:`prepare` loads one from ``params.videoprism``.
+    """
+
+    name = "videoprism"
+    needs_crops = True
+
+    def __init__(self, params: EmbedParams, encoder: Any = None) -> None:
+        _quiet_jax_allocation()
+        from napari_sbl.embed.videoprism_model import VideoPrismConfig
+
+        self.params = params
+        self.options = params.videoprism
+        self.config = encoder.config if encoder is not None else VideoPrismConfig.named(self.options.model)
+        self.encoder = encoder
+        self._device = None
+
+    def registration(self) -> RegistrationParams:
+        """The user's registration at their crop size, else at the model's trained size (288 px)."""
+        chosen = self.params.registration
+        registration = replace(chosen, size_px=chosen.size_px or self.config.trained_size_px)
+        self.check_size(int(registration.size_px))
+        return registration
+
+    def layout(self) -> EmbeddingLayout:
+        return EmbeddingLayout(dim=self.config.model_dim, grid_cells=self.options.pool_grid**2)
+
+    def provenance(self) -> dict:
+        record = {"encoder": self.name, "model": f"videoprism_{self.config.name}", "checkpoint_sha256": None,
+                  "dtype": self.options.dtype, "pool_grid": self.options.pool_grid}
+        if self.encoder is not None:
+            record.update(self.encoder.provenance)
+        return record
+
+    def check_size(self, size_px: int) -> None:
+        """Refuse crop sizes the model cannot patch, or too small for the pooled grid."""
+        patch = self.config.patch_size
+        if size_px % patch:
+            raise EmbedError(f"crop size {size_px} px is not a multiple of VideoPrism's {patch}-px patch; use e.g. "
+                             f"{self.config.trained_size_px} (trained) or {max(patch, size_px // patch * patch)}")
+        if size_px // patch < self.options.pool_grid:
+            cells = size_px // patch
+            raise EmbedError(f"a {size_px}-px crop gives a {cells}×{cells} token grid, smaller than the "
+                             f"{self.options.pool_grid}×{self.options.pool_grid} pooled grid; use a larger crop")
+
+    def prepare(self, context: EncoderContext | None = None) -> None:
+        self.registration()  # refuses crop sizes the model cannot take
+        self._device = _pick_device(self.params.device)
+        if self.encoder is None:
+            import jax
+
+            from napari_sbl.embed.videoprism import load_encoder
+
+            options = self.options
+            with jax.default_device(self._device):
+                self.encoder = load_encoder(options.checkpoint, model=options.model, dtype=options.dtype,
+                                            weights=options.weights, seed=self.params.seed,
+                                            reporter=context.reporter if context else None)
+
+    def encode(self, batch: ClipBatch) -> EncodedBatch:
+        """Queue one batch on the device; the returned arrays are ready when read."""
+        import jax
+
+        if self.encoder is None:
+            self.prepare(None)
+        crops = batch.crops
+        if crops is None or crops.ndim != 5 or crops.dtype != np.uint8:
+            raise EmbedError("VideoPrism needs registered uint8 crops (B, T, S, S, C)")
+        count, size, patch = len(crops), crops.shape[2], self.config.patch_size
+        if count < self.params.batch_size:  # one compiled shape for every block, the last one too
+            crops = np.concatenate([crops, np.zeros((self.params.batch_size - count, *crops.shape[1:]), np.uint8)])
+        prepare, pool = _compiled_pipeline(size // patch, crops.shape[3] // patch, self.options.pool_grid,
+                                           self.params.flip_average)
+        with jax.default_device(self._device):
+            frames = prepare(jax.device_put(crops, self._device))
+            clips, per_frame, cells = pool(self.encoder(frames, grid=True))
+        return EncodedBatch(clips=clips[:count], frames=per_frame[:count], tokens=cells[:count])
+
+
+def _pick_device(name: str) -> Any:
+    """The JAX device for 'auto' (JAX's default), 'cpu' or 'cuda'."""
+    import jax
+
+    if name == "cpu":
+        return jax.devices("cpu")[0]
+    if name == "cuda":
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError as err:
+            raise EmbedError("--device cuda asked for, but JAX sees no GPU (install jax[cuda] or use --device cpu)") \
+                from err
+    return jax.devices()[0]
