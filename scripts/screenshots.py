@@ -1,6 +1,7 @@
 """Screenshots for the user guide, taken from a real demo session under Xvfb.
 
-    .venv/bin/napari-sbl demo --out /tmp/demo && xvfb-run -a python scripts/screenshots.py /tmp/demo/flies_pair_sleap.sbl.zarr
+    .venv/bin/napari-sbl demo --out /tmp/demo
+    xvfb-run -a .venv/bin/python scripts/screenshots.py /tmp/demo/flies_pair_sleap.sbl.zarr
 """
 
 from __future__ import annotations
