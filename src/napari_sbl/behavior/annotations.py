@@ -6,20 +6,26 @@ negatives ("not this class"). An edit overwrites frames, so overlapping labels o
 resolved by the later edit and never stored twice. Each edit is pushed as a list of
 (animal, start, stop, old values, new values) diffs together with the small state (classes, shapes,
 candidate decisions) before and after it, which is all undo and redo need.
+
+Undo/redo lives in :mod:`~napari_sbl.behavior.annotation_history`, label shapes and candidates in
+:mod:`~napari_sbl.behavior.annotation_candidates`; their records are importable from here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from napari_sbl.behavior.annotation_candidates import Candidate, CandidateEdits, ShapeAnnotation
+from napari_sbl.behavior.annotation_history import LABELS, NEGATIVES, EditHistory, ModelState, changed_span
+from napari_sbl.behavior.annotation_history import Edit as Edit  # re-exported: this module was their home
+from napari_sbl.behavior.annotation_history import FrameDiff as FrameDiff
 from napari_sbl.behavior.classes import ClassList
 from napari_sbl.errors import AnnotationError
 
 NO_CLASS = -1
-LABELS, NEGATIVES = "labels", "negatives"
 
 
 @dataclass(frozen=True)
@@ -34,61 +40,6 @@ class Segment:
     @property
     def n_frames(self) -> int:
         return self.stop_frame - self.start_frame
-
-
-@dataclass(frozen=True)
-class ShapeAnnotation:
-    """A box or polygon drawn in the image: ``animal_id`` is the mask id under it, -1 when the shape is the region."""
-
-    start_frame: int
-    stop_frame: int
-    class_id: int
-    animal_id: int
-    shape_type: str
-    vertices_yx: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A proposed segment (from clustering or review) shown apart from the truth until accepted or rejected."""
-
-    animal_id: int
-    start_frame: int
-    stop_frame: int
-    class_id: int | None
-    class_name: str
-    source: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.source}|{self.animal_id}|{self.start_frame}|{self.stop_frame}|{self.class_name}"
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """The small non-array state an edit may change: classes, label shapes, candidate decisions."""
-
-    classes: ClassList
-    shapes: tuple[ShapeAnnotation, ...] = ()
-    decisions: tuple[tuple[str, str], ...] = ()  # (candidate key, "accepted" | "rejected")
-
-
-@dataclass(frozen=True)
-class FrameDiff:
-    animal_id: int
-    layer: str
-    start: int
-    stop: int
-    old: np.ndarray
-    new: np.ndarray
-
-
-@dataclass(frozen=True)
-class Edit:
-    description: str
-    diffs: tuple[FrameDiff, ...]
-    before: ModelState
-    after: ModelState
 
 
 def value_runs(values: np.ndarray, background: int = NO_CLASS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,7 +63,7 @@ def true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(eq=False)
-class AnnotationModel:
+class AnnotationModel(CandidateEdits, EditHistory):
     """Labels, hard negatives, shapes and candidates of one video's animals, with undo/redo."""
 
     n_frames: int
@@ -188,12 +139,6 @@ class AnnotationModel:
         later = np.flatnonzero(starts > int(frame))
         pick = int(later[0]) if len(later) else 0
         return int(starts[pick]), int(stops[pick])
-
-    def decision(self, candidate: Candidate) -> str:
-        return dict(self.state.decisions).get(candidate.key, "pending")
-
-    def pending_candidates(self) -> list[Candidate]:
-        return [c for c in self.candidates if self.decision(c) == "pending"]
 
     # -- checking ---------------------------------------------------------------------------------
     def range_problem(self, animal_id: int, start: int, stop: int) -> str | None:
@@ -276,8 +221,8 @@ class AnnotationModel:
             self._paint(scratch[one.animal_id], one, negative=True)
         changes = []
         for animal_id, (labels, negs) in scratch.items():
-            changes.extend(_changed_span(animal_id, LABELS, self._labels[animal_id], labels))
-            changes.extend(_changed_span(animal_id, NEGATIVES, self._negatives[animal_id], negs))
+            changes.extend(changed_span(animal_id, LABELS, self._labels[animal_id], labels))
+            changes.extend(changed_span(animal_id, NEGATIVES, self._negatives[animal_id], negs))
         return self._commit(description, changes)
 
     def _paint(self, arrays: tuple[np.ndarray, np.ndarray], one: Segment, negative: bool) -> None:
@@ -295,52 +240,6 @@ class AnnotationModel:
             labels[span, one.class_id] = True
         else:
             labels[span] = one.class_id
-
-    # -- shapes and candidates --------------------------------------------------------------------
-    def add_shape(self, shape: ShapeAnnotation) -> bool:
-        """Record a label shape; when it found an animal, that animal gets the class on its frames."""
-        self._check(shape.animal_id if shape.animal_id >= 0 else self.animal_ids[0],
-                    shape.start_frame, shape.stop_frame, shape.class_id)
-        changes = []
-        if shape.animal_id >= 0:
-            changes = self._label_changes(shape.animal_id, shape.start_frame, shape.stop_frame, shape.class_id)
-        after = replace(self.state, shapes=(*self.state.shapes, shape))
-        return self._commit("label shape", changes, after)
-
-    def remove_shape(self, index: int) -> bool:
-        shapes = list(self.state.shapes)
-        shapes.pop(int(index))
-        return self._commit("remove shape", [], replace(self.state, shapes=tuple(shapes)))
-
-    def set_candidates(self, candidates: Iterable[Candidate]) -> None:
-        self.candidates = list(candidates)
-        self._notify()
-
-    def accept_candidate(self, candidate: Candidate, class_id: int | None = None) -> bool:
-        """Copy a candidate into the truth (with ``class_id``, or its own class) and mark it accepted."""
-        class_id = candidate.class_id if class_id is None else class_id
-        if class_id is None:
-            raise AnnotationError(f"candidate {candidate.class_name!r} has no behaviour class yet; choose one")
-        self._check(candidate.animal_id, candidate.start_frame, candidate.stop_frame, class_id)
-        changes = self._label_changes(candidate.animal_id, candidate.start_frame, candidate.stop_frame, class_id)
-        return self._commit("accept candidate", changes, self._decided(candidate, "accepted"))
-
-    def reject_candidate(self, candidate: Candidate, hard_negative: bool = False) -> bool:
-        """Mark a candidate rejected; with ``hard_negative`` its frames become "not its class"."""
-        changes = []
-        if hard_negative and candidate.class_id is not None:
-            self._check(candidate.animal_id, candidate.start_frame, candidate.stop_frame, candidate.class_id)
-            span = slice(candidate.start_frame, candidate.stop_frame)
-            negatives = self._negatives[candidate.animal_id][span].copy()
-            negatives[:, candidate.class_id] = True
-            changes = [(candidate.animal_id, NEGATIVES, span.start, span.stop, negatives),
-                       self._clear_change(candidate.animal_id, LABELS, span.start, span.stop, candidate.class_id)]
-        return self._commit("reject candidate", changes, self._decided(candidate, "rejected"))
-
-    def _decided(self, candidate: Candidate, decision: str) -> ModelState:
-        decisions = dict(self.state.decisions)
-        decisions[candidate.key] = decision
-        return replace(self.state, decisions=tuple(sorted(decisions.items())))
 
     # -- class edits ------------------------------------------------------------------------------
     def add_class(self, name: str, color: str | None = None, key: int | None = None) -> int:
@@ -378,8 +277,8 @@ class AnnotationModel:
                 labels[labels == source_id] = target_id
             negatives = self._negatives[animal_id].copy()
             negatives[:, source_id] = False
-            changes.extend(_changed_span(animal_id, LABELS, self._labels[animal_id], labels))
-            changes.extend(_changed_span(animal_id, NEGATIVES, self._negatives[animal_id], negatives))
+            changes.extend(changed_span(animal_id, LABELS, self._labels[animal_id], labels))
+            changes.extend(changed_span(animal_id, NEGATIVES, self._negatives[animal_id], negatives))
         after = replace(self.state, classes=self.classes.remove(source_id))
         return self._commit("merge classes", changes, after)
 
@@ -433,68 +332,7 @@ class AnnotationModel:
                     self._labels[animal_id][labels == old_id] = new_id
         self.clear_history()
 
-    # -- undo -------------------------------------------------------------------------------------
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    def undo(self) -> str | None:
-        """Revert the last edit; returns its description, or None when there is nothing to undo."""
-        if not self._undo:
-            return None
-        edit = self._undo.pop()
-        for diff in reversed(edit.diffs):
-            self._write(diff.animal_id, diff.layer, diff.start, diff.old)
-        self.state = edit.before
-        self._redo.append(edit)
-        self._changed()
-        return edit.description
-
-    def redo(self) -> str | None:
-        if not self._redo:
-            return None
-        edit = self._redo.pop()
-        self.state = edit.after
-        self._ensure_columns()
-        for diff in edit.diffs:
-            self._write(diff.animal_id, diff.layer, diff.start, diff.new)
-        self._undo.append(edit)
-        self._changed()
-        return edit.description
-
-    # -- listeners --------------------------------------------------------------------------------
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` after every change (edits, undo, redo, candidates)."""
-        self._listeners.append(callback)
-
-    def unsubscribe(self, callback: Callable[[], None]) -> None:
-        if callback in self._listeners:
-            self._listeners.remove(callback)
-
     # -- internals --------------------------------------------------------------------------------
-    def _commit(self, description: str, changes: list, after: ModelState | None = None) -> bool:
-        after = self.state if after is None else after
-        before = self.state
-        self.state = after
-        self._ensure_columns()
-        diffs = []
-        for animal_id, layer, start, stop, new in changes:
-            old = self._array(animal_id, layer)[start:stop].copy()
-            if np.array_equal(old, new):
-                continue
-            self._write(animal_id, layer, start, new)
-            diffs.append(FrameDiff(animal_id, layer, start, stop, old, np.array(new)))
-        if not diffs and after == before:
-            return False
-        self._undo.append(Edit(description, tuple(diffs), before, after))
-        self._redo.clear()
-        self._changed()
-        return True
-
     def _label_changes(self, animal_id: int, start: int, stop: int, class_id: int) -> list:
         if self.multi_label:
             labels = self._labels[animal_id][start:stop].copy()
@@ -554,27 +392,3 @@ class AnnotationModel:
                 starts, stops = true_runs(values[:, class_id])
                 out.extend(Segment(animal_id, int(a), int(b), class_id) for a, b in zip(starts, stops, strict=True))
         return out
-
-    def clear_history(self) -> None:
-        """Forget undo and redo (after loading, or when the arrays change shape)."""
-        self._undo.clear()
-        self._redo.clear()
-        self._changed()
-
-    def _changed(self) -> None:
-        self.revision += 1
-        self._notify()
-
-    def _notify(self) -> None:
-        for callback in list(self._listeners):
-            callback()
-
-
-def _changed_span(animal_id: int, layer: str, old: np.ndarray, new: np.ndarray) -> list:
-    """One change covering the frames where ``new`` differs from ``old`` (none when equal)."""
-    differs = (old != new) if old.ndim == 1 else (old != new).any(axis=1)
-    frames = np.flatnonzero(differs)
-    if not len(frames):
-        return []
-    start, stop = int(frames[0]), int(frames[-1]) + 1
-    return [(animal_id, layer, start, stop, new[start:stop].copy())]

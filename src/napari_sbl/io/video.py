@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
 DEFAULT_CACHE_BYTES = 256 * 1024 * 1024
-KEEP_BEHIND_FRAMES = 8
-"""On a forward or random read, this many frames before the target are kept for a step back."""
+KEEP_BEHIND_FRAMES = 1
+"""On a random read, the frame before the target is kept too, so the first step back is instant;
+stepping back further caches the whole stretch back to the keyframe (see ``_keep_behind``)."""
 
 
 @dataclass(frozen=True)

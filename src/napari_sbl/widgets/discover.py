@@ -12,20 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QItemSelectionModel, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
-    QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QLineEdit,
     QListWidget,
     QPushButton,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -35,21 +29,15 @@ from napari_sbl.cluster.run import ClusterParams
 from napari_sbl.cluster.selection import clips_at_frame
 from napari_sbl.widgets._jobs import JobPanel
 from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets.discover_clusters import BUILT_IN_COLOURINGS as BUILT_IN_COLOURINGS  # re-exported
+from napari_sbl.widgets.discover_clusters import TABLE_COLUMNS as TABLE_COLUMNS  # re-exported
+from napari_sbl.widgets.discover_clusters import ClustersTab, clip_colours, describe_clip
+from napari_sbl.widgets.discover_clusters import row_layout as _row
 from napari_sbl.widgets.discover_panels import DiscoverPlots, ParamsForm, ViewerLink
-from napari_sbl.widgets.scatter import ClipListPanel, ScatterView, category_colors, continuous_colors
+from napari_sbl.widgets.scatter import ClipListPanel, ScatterView
 
 if TYPE_CHECKING:
     import napari
-
-BUILT_IN_COLOURINGS = ("cluster", "animal", "video", "time", "label")
-TABLE_COLUMNS = ("cluster", "clips", "share", "runs", "mean run (frames)", "mean run (s)")
-
-
-def _row(*widgets) -> QHBoxLayout:
-    row = QHBoxLayout()
-    for widget in widgets:
-        row.addWidget(widget)
-    return row
 
 
 class DiscoverWidget(QWidget):
@@ -88,21 +76,11 @@ class DiscoverWidget(QWidget):
         self.job = JobPanel()
         self.message = QLabel("Open sessions that have embeddings, then Cluster.")
         self.message.setWordWrap(True)
-        self.colour_box = QComboBox()
-        self.colour_box.addItems(BUILT_IN_COLOURINGS)
-        self.legend = QLabel("")
-        self.legend.setWordWrap(True)
-        self.cluster_table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.cluster_table.setHorizontalHeaderLabels(TABLE_COLUMNS)
-        self.cluster_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.cluster_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.cluster_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.cluster_table.verticalHeader().setVisible(False)
-        self.representatives_button = QPushButton("Representative clips")
-        self.split_button, self.rest_button = QPushButton("Split chosen clusters"), QPushButton("Re-cluster the rest")
-        self.class_edit = QLineEdit()
-        self.class_edit.setPlaceholderText("behaviour class name")
-        self.send_button, self.export_button = QPushButton("Send to labels"), QPushButton("Export CSV…")
+        tab = self.clusters_tab = ClustersTab()  # its widgets stay reachable under their old names
+        self.colour_box, self.legend, self.cluster_table = tab.colour_box, tab.legend, tab.cluster_table
+        self.representatives_button, self.split_button, self.rest_button = (
+            tab.representatives_button, tab.split_button, tab.rest_button)
+        self.class_edit, self.send_button, self.export_button = tab.class_edit, tab.send_button, tab.export_button
         self._lay_out()
 
     def _lay_out(self) -> None:
@@ -114,15 +92,8 @@ class DiscoverWidget(QWidget):
         setup_layout.addWidget(self.metadata_label)
         setup_layout.addWidget(self.form)
         setup_layout.addWidget(self.learn_button)
-        clusters = QWidget()
-        clusters_layout = QVBoxLayout(clusters)
-        clusters_layout.addLayout(_row(QLabel("Colour by"), self.colour_box))
-        clusters_layout.addWidget(self.legend)
-        clusters_layout.addWidget(self.cluster_table, 1)
-        clusters_layout.addLayout(_row(self.representatives_button, self.split_button, self.rest_button))
-        clusters_layout.addLayout(_row(self.class_edit, self.send_button, self.export_button))
         self.tabs = QTabWidget()
-        for page, title in ((setup, "Sessions and parameters"), (clusters, "Clusters"), (self.plots, "Plots")):
+        for page, title in ((setup, "Sessions and parameters"), (self.clusters_tab, "Clusters"), (self.plots, "Plots")):
             self.tabs.addTab(page, title)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
@@ -279,8 +250,8 @@ class DiscoverWidget(QWidget):
         coords = result.embedding_3d if result.embedding_3d is not None else result.embedding_2d
         rgba, legend = self.colours_for(self.colour_box.currentText())
         self.scatter.set_points(coords, rgba)
-        self._show_legend(legend)
-        self._fill_table(result.stats())
+        self.clusters_tab.show_legend(legend)
+        self.clusters_tab.fill(result.stats())
         self.clips.describe = self.describe
         self.clips.set_rows(np.zeros(0, np.int64), result.table.start_frame, result.table.stop_frame)
         what = ", ".join(sorted(result.computed)) or "nothing (loaded from the stores)"
@@ -294,33 +265,12 @@ class DiscoverWidget(QWidget):
         records = [self.metadata.for_session(store.path, store.video_path()) if self.metadata else {}
                    for store in self.result_stores]
         self.row_meta = row_metadata(self.result.table, records)
-        builtin = list(BUILT_IN_COLOURINGS)
-        current = self.colour_box.currentText()
-        self.colour_box.blockSignals(True)
-        self.colour_box.clear()
-        self.colour_box.addItems(builtin + [c for c in self.row_meta if c not in builtin])
-        self.colour_box.setCurrentText(current if current else "cluster")
-        self.colour_box.blockSignals(False)
+        self.clusters_tab.set_colourings(list(self.row_meta))
         self.plots.set_groupings(["video", "animal", *self.row_meta])
 
     # -- colours and descriptions -------------------------------------------------------------------------
     def colours_for(self, mode: str):
-        from napari_sbl.plugin.layers import animal_color
-
-        table = self.result.table
-        if mode == "time":
-            span = f"time {table.start_s.min():.0f}–{table.start_s.max():.0f} s (dark → light)"
-            return continuous_colors(table.start_s), {span: "#21918c"}
-        if mode == "animal":
-            return category_colors(table.animal_id, color_of=animal_color)
-        if mode == "video":
-            return category_colors(np.array(table.store_names(), dtype=object)[table.store_index])
-        if mode == "label":
-            labels, names = self._annotation_labels()
-            return category_colors(np.array([names[i] if i >= 0 else "" for i in labels], dtype=object))
-        if mode in self.row_meta:
-            return category_colors(self.row_meta[mode])
-        return category_colors(self.result.labels)
+        return clip_colours(self.result, mode, self.row_meta, self._annotation_labels)
 
     def _annotation_labels(self):
         from napari_sbl.cluster.summary import clip_annotation_labels
@@ -334,48 +284,21 @@ class DiscoverWidget(QWidget):
             return
         rgba, legend = self.colours_for(self.colour_box.currentText())
         self.scatter.set_colors(rgba)
-        self._show_legend(legend)
-
-    def _show_legend(self, legend: dict) -> None:
-        items = list(legend.items())[:24]
-        self.legend.setText("  ".join(f"<span style='color:{c}'>■</span> {k}" for k, c in items))
+        self.clusters_tab.show_legend(legend)
 
     def describe(self, row: int) -> str:
-        table, labels = self.result.table, self.result.labels
-        position = int(table.store_index[row])
-        extra = "".join(f", {k} {v[row]}" for k, v in self.row_meta.items())
-        return (f"{table.store_names()[position]} · animal {table.animal_id[row]} · frames {table.start_frame[row]}–"
-                f"{table.stop_frame[row]} ({table.start_s[row]:.1f} s) · cluster {labels[row]}{extra}")
+        return describe_clip(self.result, self.row_meta, row)
 
     def _hovered(self, row: int) -> None:
         self.scatter.info.setText(self.describe(row) if row >= 0 and self.result is not None else "")
 
     # -- table, selection, labels, export -----------------------------------------------------------------
-    def _fill_table(self, stats) -> None:
-        self.cluster_table.setRowCount(len(stats))
-        for i, s in enumerate(stats):
-            values = ("noise" if s.cluster_id < 0 else str(s.cluster_id), f"{s.size:,}", f"{s.share:.1%}",
-                      str(s.n_runs), f"{s.mean_run_frames:.1f}", f"{s.mean_run_s:.2f}")
-            for j, value in enumerate(values):
-                item = QTableWidgetItem(value)
-                item.setData(Qt.ItemDataRole.UserRole, s.cluster_id)
-                self.cluster_table.setItem(i, j, item)
-        self._stats = {s.cluster_id: s for s in stats}
-
     def chosen_clusters(self) -> list[int]:
-        rows = sorted({index.row() for index in self.cluster_table.selectedIndexes()})
-        return [int(self.cluster_table.item(r, 0).data(Qt.ItemDataRole.UserRole)) for r in rows]
+        return self.clusters_tab.chosen_clusters()
 
     def choose_clusters(self, clusters) -> None:
         """Select these clusters in the table (their clips become the selection)."""
-        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
-        model = self.cluster_table.selectionModel()
-        self.cluster_table.blockSignals(True)
-        self.cluster_table.clearSelection()
-        for r in range(self.cluster_table.rowCount()):
-            if int(self.cluster_table.item(r, 0).data(Qt.ItemDataRole.UserRole)) in {int(c) for c in clusters}:
-                model.select(self.cluster_table.model().index(r, 0), flags)
-        self.cluster_table.blockSignals(False)
+        self.clusters_tab.select_clusters(clusters)
         self._clusters_chosen()
 
     def _clusters_chosen(self) -> None:
@@ -384,7 +307,7 @@ class DiscoverWidget(QWidget):
             self._draw_plots()
 
     def show_representatives(self) -> None:
-        rows = [r for c in self.chosen_clusters() for r in self._stats[c].representatives] if self.result else []
+        rows = self.clusters_tab.representatives() if self.result else []
         if rows:
             self.scatter.select_rows(np.asarray(rows))
 

@@ -2,7 +2,8 @@
 
 Keys are bound on the viewer while the dock is open and unbound when it closes; labels go into the
 store's :class:`~napari_sbl.behavior.annotations.AnnotationModel`, shared with the timeline dock
-(opened at the bottom) and autosaved a moment after each edit.
+(opened at the bottom) and autosaved a moment after each edit. The class list, key bindings and label
+shapes live in :mod:`.labels_classes`, :mod:`.labels_keys` and :mod:`.labels_shapes`.
 """
 
 from __future__ import annotations
@@ -12,46 +13,38 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
-    QColorDialog,
     QComboBox,
     QDialog,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QListWidget,
     QMessageBox,
     QPushButton,
     QSpinBox,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_sbl.behavior.annotation_io import UnknownClassesError, export_csv, import_file, timing_of_store
-from napari_sbl.behavior.annotation_store import animal_under_shape
-from napari_sbl.behavior.annotations import ShapeAnnotation
 from napari_sbl.errors import SblError
-from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets._layers import find_session_layers
+from napari_sbl.widgets.labels_classes import ClassListEditing
+from napari_sbl.widgets.labels_keys import KEY_HELP as KEY_HELP  # re-exported: this module was its home
+from napari_sbl.widgets.labels_keys import LabelKeys
+from napari_sbl.widgets.labels_shapes import SHAPES_LAYER as SHAPES_LAYER
+from napari_sbl.widgets.labels_shapes import LabelShapes
 from napari_sbl.widgets.timeline import TimelineWidget, shared_label_session
 
 if TYPE_CHECKING:
     import napari
 
-SHAPES_LAYER = "label shapes"
-KEY_HELP = (("1 – 9", "label the selection (or the current clip) with that class; with the label shapes layer "
-             "active, give new shapes that class"), ("Space", "play / pause"), ("[  or  Q", "previous frame"),
-            ("]  or  E", "next frame"), ("I  /  O", "mark in / out (start / end of the selection)"),
-            ("Ctrl+Z  /  Ctrl+Shift+Z", "undo / redo"), ("N", "next unlabelled stretch (selects it)"),
-            ("Escape", "clear the selection"), ("H", "show these keys"))
 
-
-class LabelsWidget(QWidget):
+class LabelsWidget(ClassListEditing, LabelShapes, LabelKeys, QWidget):
     """Class list + keyboard labelling + label shapes over one video's annotations."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -149,10 +142,6 @@ class LabelsWidget(QWidget):
         if self.shared is None and names:
             self._video_chosen()
 
-    def _layer_added(self, event) -> None:
-        if self._previous_bindings:
-            self._bind_layer(event.value)
-
     def _video_chosen(self, *_) -> None:
         name = self.video_box.currentText()
         if not name or (self.shared is not None and self.shared.video_layer_name == name):
@@ -208,22 +197,6 @@ class LabelsWidget(QWidget):
                                      f"({selection[1] - selection[0]} frames)")
         self._sync_shapes_layer()
 
-    def _fill_class_table(self) -> None:
-        model, chosen = self.model, self.class_table.currentRow()
-        frames = {}
-        for segment in model.segments():
-            frames[segment.class_id] = frames.get(segment.class_id, 0) + segment.n_frames
-        self.class_table.setRowCount(len(model.classes))
-        for row, one in enumerate(model.classes):
-            cells = (str(one.key or ""), one.name, str(frames.get(one.id, 0)))
-            for column, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if column == 1:
-                    item.setBackground(QColor(one.color))
-                self.class_table.setItem(row, column, item)
-        if len(model.classes):
-            self.class_table.selectRow(min(max(chosen, 0), len(model.classes) - 1))
-
     def _fill_candidates(self) -> None:
         row = self.candidate_list.currentRow()
         texts = [f"animal {c.animal_id} · frames {c.start_frame}–{c.stop_frame - 1} · {c.class_name} ({c.source})"
@@ -245,12 +218,6 @@ class LabelsWidget(QWidget):
 
     def seek(self, frame: int) -> None:
         self.viewer.dims.set_current_step(0, int(np.clip(frame, 0, self.model.n_frames - 1)))
-
-    def chosen_class(self) -> int:
-        row = self.class_table.currentRow()
-        if row < 0 or row >= len(self.model.classes):
-            raise SblError("choose a class in the list first (or add one)")
-        return self.model.classes.classes[row].id
 
     def target_range(self) -> tuple[int, int]:
         """The selection; else a pending candidate clip under the playhead; else ``clip frames`` from the playhead."""
@@ -327,59 +294,6 @@ class LabelsWidget(QWidget):
     def redo(self) -> None:
         done = self.model.redo()
         self.status.setText(f"redid: {done}" if done else "nothing to redo")
-
-    # -- classes ----------------------------------------------------------------------------------
-    def add_class(self, name: str | None = None) -> None:
-        if name is None:
-            name, ok = QInputDialog.getText(self, "New behaviour class", "Name")
-            if not ok:
-                return
-        class_id = self.model.add_class(name)
-        self.class_table.selectRow(self.model.classes.ids.index(class_id))
-
-    def rename_class(self, name: str | None = None) -> None:
-        class_id = self.chosen_class()
-        if name is None:
-            name, ok = QInputDialog.getText(self, "Rename class", "Name", text=self.model.classes.get(class_id).name)
-            if not ok:
-                return
-        self.model.edit_class(class_id, name=name)
-
-    def recolor_class(self, color: str | None = None) -> None:
-        class_id = self.chosen_class()
-        if color is None:
-            picked = QColorDialog.getColor(QColor(self.model.classes.get(class_id).color), self)
-            if not picked.isValid():
-                return
-            color = picked.name()
-        self.model.edit_class(class_id, color=color)
-
-    def set_class_key(self, key: int | None = None) -> None:
-        class_id = self.chosen_class()
-        if key is None:
-            current = self.model.classes.get(class_id).key or 0
-            key, ok = QInputDialog.getInt(self, "Class key", "Key (0 = none)", current, 0, 9)
-            if not ok:
-                return
-        self.model.edit_class(class_id, key=key or None)
-
-    def merge_class(self, target_name: str | None = None) -> None:
-        source = self.chosen_class()
-        others = [c.name for c in self.model.classes if c.id != source]
-        if target_name is None:
-            target_name, ok = QInputDialog.getItem(self, "Merge class", "Merge into", others, 0, False)
-            if not ok:
-                return
-        self.model.merge_classes(source, self.model.classes.by_name(target_name).id)
-
-    def delete_class(self, confirmed: bool = False) -> None:
-        class_id = self.chosen_class()
-        name = self.model.classes.get(class_id).name
-        if not confirmed and QMessageBox.question(self, "Delete class", f"Delete '{name}' and unlabel its frames? "
-                                                  "(Ctrl+Z brings it back)") != QMessageBox.StandardButton.Yes:
-            return
-        self.model.delete_class(class_id)
-
     # -- candidates -------------------------------------------------------------------------------
     def chosen_candidate(self):
         row = self.candidate_list.currentRow()
@@ -401,82 +315,6 @@ class LabelsWidget(QWidget):
         self.shared.set_active_animal(candidate.animal_id)
         self.seek(candidate.start_frame)
         self.shared.set_selection(candidate.start_frame, candidate.stop_frame)
-
-    # -- label shapes -----------------------------------------------------------------------------
-    def shapes_layer(self):
-        for layer in self.viewer.layers:
-            info = sbl_info(layer)
-            if info.get("role") == "label_shapes" and info.get("store") == str(self.shared.session.store.path):
-                return layer
-        return None
-
-    def ensure_shapes_layer(self):
-        """The label shapes layer (stored shapes reloaded); draw a box or polygon, then press a class key."""
-        layer = self.shapes_layer()
-        if layer is None:
-            video = self.viewer.layers[self.shared.video_layer_name]
-            metadata = {"napari_sbl": {**sbl_info(video), "role": "label_shapes"}}
-            columns = ("class_id", "animal_id", "start_frame", "stop_frame")
-            layer = self.viewer.add_shapes(ndim=3, name=SHAPES_LAYER, metadata=metadata, edge_width=2,
-                                           face_color=[1, 1, 1, 0.15], edge_color="white",
-                                           features={c: np.zeros(0, dtype=int) for c in columns})
-            layer.feature_defaults = dict.fromkeys(columns, -1)
-            self._bind_layer(layer)
-            self._shown_shapes = None
-            self._sync_shapes_layer()
-        layer.mode = "add_rectangle"
-        self.viewer.layers.selection.active = layer
-        return layer
-
-    def _pending_shapes(self, layer) -> list[int]:
-        if "class_id" not in layer.features or not len(layer.data):
-            return []
-        pending = _unassigned(layer).tolist()
-        chosen = sorted(layer.selected_data)
-        return [i for i in chosen if i in pending] or pending
-
-    def assign_shapes(self, class_id: int) -> None:
-        """Give the new shapes ``class_id``: the animal under each (majority mask id) gets it on its frames."""
-        layer, store = self.shapes_layer(), self.shared.session.store
-        chosen = self._pending_shapes(layer)
-        drawn = [(np.asarray(layer.data[i], dtype=float), layer.shape_type[i]) for i in chosen]
-        layer.selected_data = set(chosen)
-        layer.remove_selected()  # the layer shows records; these come back as records below
-        for vertices, shape_type in drawn:
-            frame = round(float(vertices[0, 0]))
-            animal_id = animal_under_shape(store, frame, vertices[:, 1:])
-            selection = self.shared.selection
-            start, stop = (selection if selection and selection[0] <= frame < selection[1]
-                           else (frame, min(frame + self.clip_spin.value(), self.model.n_frames)))
-            kind = "rectangle" if shape_type == "rectangle" else "polygon"
-            self.model.add_shape(ShapeAnnotation(start, stop, class_id, animal_id, kind,
-                                                 tuple(map(tuple, vertices[:, 1:].tolist()))))
-            if animal_id >= 0:
-                self.shared.set_active_animal(animal_id)
-            self.status.setText(f"shape on frame {frame}: " + (f"animal {animal_id}" if animal_id >= 0 else
-                                "no animal under it; the shape is the region") +
-                                f" → {self.model.classes.get(class_id).name}, frames {start}–{stop - 1}")
-
-    def _sync_shapes_layer(self) -> None:
-        layer = self.shapes_layer() if self.shared is not None else None
-        if layer is None or self.model.shapes == self._shown_shapes:
-            return
-        pending = _unassigned(layer) if "class_id" in layer.features else []
-        kept = [(np.asarray(layer.data[i]), layer.shape_type[i]) for i in pending]
-        shapes = self.model.shapes
-        data = [(np.column_stack([np.full(len(s.vertices_yx), s.start_frame), np.array(s.vertices_yx)]),
-                 s.shape_type) for s in shapes] + kept
-        layer.selected_data = set()
-        layer.data = data
-        layer.features = {"class_id": [s.class_id for s in shapes] + [-1] * len(kept),
-                          "animal_id": [s.animal_id for s in shapes] + [-1] * len(kept),
-                          "start_frame": [s.start_frame for s in shapes] + [-1] * len(kept),
-                          "stop_frame": [s.stop_frame for s in shapes] + [-1] * len(kept)}
-        if data:
-            classes = self.model.classes
-            layer.edge_color = [classes.get(s.class_id).color if classes.has_id(s.class_id) else "white"
-                                for s in shapes] + ["white"] * len(kept)
-        self._shown_shapes = shapes
 
     # -- files ------------------------------------------------------------------------------------
     def import_annotations(self, path: str | Path, fmt: str = "auto", add_unknown: bool | None = None) -> None:
@@ -518,59 +356,6 @@ class LabelsWidget(QWidget):
         if path:
             self.export_annotations(path)
 
-    # -- keys -------------------------------------------------------------------------------------
-    def key_actions(self) -> dict[str, object]:
-        actions = {str(k): (lambda k=k: self.label_key(k)) for k in range(1, 10)}
-        actions.update({"Space": self.toggle_play, "[": lambda: self.step(-1), "Q": lambda: self.step(-1),
-                        "]": lambda: self.step(1), "E": lambda: self.step(1), "I": lambda: self.mark("in"),
-                        "O": lambda: self.mark("out"), "Ctrl+Z": self.undo, "Ctrl+Shift+Z": self.redo,
-                        "N": self.next_unlabelled, "H": self.show_help,
-                        "Escape": lambda: self.shared and self.shared.clear_selection()})
-        return actions
-
-    def bind_keys(self) -> None:
-        """Bind the keys on the viewer and on the session's layers (an active layer's own keys come first)."""
-        self._bind(self.viewer, self.key_actions())
-        for layer in self.viewer.layers:
-            self._bind_layer(layer)
-
-    def _bind_layer(self, layer) -> None:
-        role = sbl_info(layer).get("role")
-        if role in ("video", "masks"):
-            self._bind(layer, self.key_actions())
-        elif role == "label_shapes":
-            self._bind(layer, {str(k): (lambda k=k: self.label_key(k)) for k in range(1, 10)})
-
-    def _bind(self, provider, actions: dict) -> None:
-        if any(bound is provider for bound, _, _ in self._previous_bindings):
-            return
-        for key, action in actions.items():
-            previous = provider.bind_key(key, lambda _owner, act=action: self._keyed(act), overwrite=True)
-            self._previous_bindings.append((provider, key, previous))
-
-    def unbind_keys(self) -> None:
-        """Give every key back what it did before the dock opened."""
-        for provider, key, previous in reversed(self._previous_bindings):
-            provider.bind_key(key, previous, overwrite=True)
-        self._previous_bindings.clear()
-
-    def _keyed(self, action) -> None:
-        if self.shared is None:
-            self.status.setText("open a video first")
-            return
-        self._guarded(action)
-
-    def show_help(self) -> None:
-        if self.help_dialog is None:
-            self.help_dialog = QDialog(self)
-            self.help_dialog.setWindowTitle("Labelling keys")
-            rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in KEY_HELP)
-            text = QLabel(f"<table cellspacing='6'>{rows}</table><p>Timeline: click seeks, drag selects, "
-                          "drag a segment edge to move it, wheel zooms, Shift+wheel pans.</p>")
-            text.setWordWrap(True)
-            QVBoxLayout(self.help_dialog).addWidget(text)
-        self.help_dialog.show()
-
     # -- lifecycle --------------------------------------------------------------------------------
     def release(self) -> None:
         """Closing the dock: unbind keys, stop playback, save what is unsaved."""
@@ -587,12 +372,6 @@ class LabelsWidget(QWidget):
     def closeEvent(self, event) -> None:
         self.release()
         super().closeEvent(event)
-
-
-def _unassigned(layer) -> np.ndarray:
-    """Indices of shapes drawn but not given a class yet (class_id -1, or missing for freshly drawn ones)."""
-    class_ids = layer.features["class_id"].astype(float).fillna(-1).to_numpy()
-    return np.flatnonzero(class_ids < 0)
 
 
 def _no_video() -> SblError:
