@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sbl.runs import runs
+
 
 @dataclass(frozen=True)
 class Bouts:
@@ -66,16 +68,9 @@ def frame_durations(frame_times: np.ndarray, fps: float = 0.0) -> np.ndarray:
 
 def find_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values, starts, stops) of the runs of equal values in ``labels`` (T,), runs of -1 left out."""
-    labels = np.asarray(labels).ravel()
-    if labels.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    change = np.flatnonzero(labels[1:] != labels[:-1]) + 1
-    starts = np.concatenate([[0], change])
-    stops = np.concatenate([change, [labels.size]])
-    values = labels[starts]
+    starts, stops, values = runs(labels)
     keep = values >= 0
-    return values[keep].astype(np.int64), starts[keep].astype(np.int64), stops[keep].astype(np.int64)
+    return values[keep].astype(np.int64), starts[keep], stops[keep]
 
 
 def find_bouts(labels: np.ndarray, frame_times: np.ndarray, fps: float = 0.0, first_frame: int = 0) -> Bouts:

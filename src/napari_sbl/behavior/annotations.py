@@ -24,6 +24,7 @@ from napari_sbl.behavior.annotation_history import Edit as Edit  # re-exported: 
 from napari_sbl.behavior.annotation_history import FrameDiff as FrameDiff
 from napari_sbl.behavior.classes import ClassList
 from napari_sbl.errors import AnnotationError
+from napari_sbl.runs import runs
 
 NO_CLASS = -1
 
@@ -44,14 +45,7 @@ class Segment:
 
 def value_runs(values: np.ndarray, background: int = NO_CLASS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs of equal values in a (T,) int array, skipping ``background``: (starts, stops, values)."""
-    values = np.asarray(values)
-    if values.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    change = np.flatnonzero(values[1:] != values[:-1]) + 1
-    starts = np.concatenate([[0], change])
-    stops = np.concatenate([change, [values.size]])
-    run_values = values[starts]
+    starts, stops, run_values = runs(values)
     keep = run_values != background
     return starts[keep], stops[keep], run_values[keep].astype(np.int64)
 

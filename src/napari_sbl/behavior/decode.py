@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from napari_sbl.errors import SblError
+from napari_sbl.runs import runs
 
 NONE = -1
 _EPS = 1e-6
@@ -177,18 +178,6 @@ def majority_smooth(labels: np.ndarray, window: int, n_classes: int, valid: np.n
     winner = counts.argmax(axis=1)
     smoothed = np.where(winner == n_classes, NONE, winner)
     return smoothed if valid is None else np.where(valid, smoothed, NONE)
-
-
-def runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of equal labels (including -1): (starts, stops, values)."""
-    labels = np.asarray(labels)
-    if labels.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    change = np.flatnonzero(labels[1:] != labels[:-1]) + 1
-    starts = np.concatenate([[0], change])
-    stops = np.concatenate([change, [labels.size]])
-    return starts, stops, labels[starts]
 
 
 def fill_gaps(labels: np.ndarray, max_gap: int, valid: np.ndarray | None = None) -> np.ndarray:

@@ -17,3 +17,14 @@ def layer_for(viewer, role: str, video: str):
         if sbl_info(layer).get("video") == video:
             return layer
     return None
+
+
+def fill_layer_box(box, names: list[str]) -> None:
+    """Refill a layer combo box with ``names``, keeping the current choice and emitting no change signal."""
+    current = box.currentText()
+    box.blockSignals(True)
+    box.clear()
+    box.addItems(names)
+    if current in names:
+        box.setCurrentText(current)
+    box.blockSignals(False)

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_sbl.errors import SblError
 from napari_sbl.widgets._jobs import JobPanel
-from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets._layers import fill_layer_box, find_session_layers, sbl_info
 
 if TYPE_CHECKING:
     import napari
@@ -97,14 +97,8 @@ class ReviewWidget(QWidget):
 
     # -- session ------------------------------------------------------------------------------------
     def refresh_layers(self, *_) -> None:
-        current = self.video_box.currentText()
         names = [layer.name for layer in find_session_layers(self.viewer, "video") if sbl_info(layer).get("store")]
-        self.video_box.blockSignals(True)
-        self.video_box.clear()
-        self.video_box.addItems(names)
-        if current in names:
-            self.video_box.setCurrentText(current)
-        self.video_box.blockSignals(False)
+        fill_layer_box(self.video_box, names)
         self.refresh_models()
 
     def store(self):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets._layers import fill_layer_box, find_session_layers, sbl_info
 
 if TYPE_CHECKING:
     import napari
@@ -35,14 +35,8 @@ class SessionWidget(QWidget):
         self.refresh()
 
     def refresh(self, *_) -> None:
-        current = self.layer_box.currentText()
         names = [layer.name for layer in find_session_layers(self.viewer, "video")]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        self.layer_box.blockSignals(False)
+        fill_layer_box(self.layer_box, names)
         self.show_summary()
 
     def _layer(self):

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 from napari_sbl.plugin.layers import animal_color, sbl_metadata
 from napari_sbl.segment.backends import BACKENDS, SAM2_MODELS, TrackParams
 from napari_sbl.widgets._jobs import JobPanel
-from napari_sbl.widgets._layers import find_session_layers, layer_for, sbl_info
+from napari_sbl.widgets._layers import fill_layer_box, find_session_layers, layer_for, sbl_info
 
 if TYPE_CHECKING:
     import napari
@@ -110,14 +110,8 @@ class TrackWidget(QWidget):
 
     # -- session and layers ----------------------------------------------------------------------
     def refresh_layers(self, *_) -> None:
-        current = self.video_box.currentText()
         names = [layer.name for layer in find_session_layers(self.viewer, "video")]
-        self.video_box.blockSignals(True)
-        self.video_box.clear()
-        self.video_box.addItems(names)
-        if current in names:
-            self.video_box.setCurrentText(current)
-        self.video_box.blockSignals(False)
+        fill_layer_box(self.video_box, names)
         self._video_changed()
 
     def video_layer(self):
