@@ -14,7 +14,7 @@ import numpy as np
 from napari_sbl.store import layout
 from napari_sbl.store.session import SessionStore
 
-CANDIDATES = f"{layout.ANNOTATIONS}/candidates"
+CANDIDATES = layout.CANDIDATES
 REASONS = ("uncertain", "confident", "transition")
 DECISIONS = ("pending", "accepted", "relabelled", "hard negative", "skipped")
 

@@ -308,7 +308,7 @@ def subcluster(stores: Sequence[SessionStore], parent: str, clusters: Sequence[i
 
 # -- label candidates -------------------------------------------------------------------------------------
 CANDIDATE_PARTS = ("animal_id", "start_frame", "stop_frame", "cluster_id", "distance", "class_index")
-CANDIDATES = f"{layout.ANNOTATIONS}/candidates"
+CANDIDATES = layout.CANDIDATES
 
 
 @dataclass

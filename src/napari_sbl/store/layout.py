@@ -21,6 +21,7 @@ TRACKS_QUALITY = "tracks/quality"  # (T, A) float32 in [0, 1]
 EMBEDDINGS = "embeddings"
 CLUSTERS = "clusters"
 ANNOTATIONS = "annotations"
+CANDIDATES = "annotations/candidates"  # label candidates from clustering and review (see docs/store.md)
 PREDICTIONS = "predictions"
 
 
