@@ -121,3 +121,21 @@ def test_import_prompts_fills_points(viewer_with_track_widget, tmp_path):
     widget.import_prompts(path)
     points = viewer.layers["prompts"]
     assert points.data.tolist() == [[3.0, 30.0, 23.0]] and points.features["animal_id"].tolist() == [4]
+
+
+def test_sam2_without_weights_says_where_to_put_them(qtbot, viewer_with_track_widget, cache_dir, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    viewer, widget, truth = viewer_with_track_widget
+    widget.backend_box.setCurrentText("sam2")
+    widget.drift_check.setChecked(False)
+    assert widget.params().extra == {"drift": {"recover": False}}
+    click(widget, 0, 20, 30, 1)
+    widget.track()
+    qtbot.waitUntil(lambda: not widget.job.busy, timeout=120_000)
+    status = widget.job.status.text()
+    assert "sam2.1_hiera_tiny.pt" in status and "--checkpoint" in status, status

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -55,6 +56,10 @@ class TrackWidget(QWidget):
         self.backend_box.addItems(BACKENDS)
         self.model_box = QComboBox()
         self.model_box.addItems(SAM2_MODELS)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("SAM2 checkpoint .pt (empty: weights cache / download)")
+        self.drift_check = QCheckBox("SAM2: re-prompt animals whose mask jumps or vanishes")
+        self.drift_check.setChecked(True)
         self.animal_spin = QSpinBox()
         self.animal_spin.setRange(1, 999)
         self.animal_spin.valueChanged.connect(self._update_point_defaults)
@@ -70,6 +75,8 @@ class TrackWidget(QWidget):
         form.addRow("Video", self.video_box)
         form.addRow("Backend", self.backend_box)
         form.addRow("SAM2 model", self.model_box)
+        form.addRow("Checkpoint", self.checkpoint_edit)
+        form.addRow("", self.drift_check)
         form.addRow("Animal id", self.animal_spin)
         form.addRow("", self.negative_check)
         form.addRow("Animals (no prompts)", self.count_spin)
@@ -192,13 +199,16 @@ class TrackWidget(QWidget):
 
     def params(self) -> TrackParams:
         stop = self.stop_spin.value() or None
+        extra = {} if self.drift_check.isChecked() else {"drift": {"recover": False}}
         return TrackParams(backend=self.backend_box.currentText(), model=self.model_box.currentText(),
-                           n_animals=self.count_spin.value() or None, start=self.start_spin.value(), stop=stop)
+                           checkpoint=self.checkpoint_edit.text().strip() or None,
+                           n_animals=self.count_spin.value() or None, start=self.start_spin.value(), stop=stop,
+                           extra=extra)
 
     def _get_tracker(self, params: TrackParams):
         from napari_sbl.segment.backends import make_tracker
 
-        key = (params.backend, params.model, params.n_animals)
+        key = (params.backend, params.model, params.checkpoint, params.n_animals, repr(params.extra))
         if self._tracker is None or self._tracker_key != key:
             self._tracker, self._tracker_key = make_tracker(params), key
         return self._tracker
