@@ -69,8 +69,6 @@ class TrackWidget(QWidget):
         self.count_spin.setRange(0, 99)
         self.count_spin.setSpecialValueText("from prompts")
         self.start_spin, self.stop_spin = QSpinBox(), QSpinBox()
-        self.follow_check = QCheckBox("follow tracking on the time slider")
-        self.follow_check.setChecked(True)
         form = QFormLayout()
         form.addRow("Video", self.video_box)
         form.addRow("Backend", self.backend_box)
@@ -95,7 +93,6 @@ class TrackWidget(QWidget):
         self.message.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.follow_check)
         for pair in ((self.prompt_button, self.new_animal_button), (self.preview_button, self.track_button),
                      (self.retrack_button, self.doubtful_button), (self.import_button, self.export_button)):
             row = QHBoxLayout()
