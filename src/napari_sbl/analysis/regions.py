@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_sbl.analysis.bouts import Bouts
 from napari_sbl.errors import SblError, StoreError
+from napari_sbl.jsonfile import read_json_file
 from napari_sbl.store.atomic import atomic_write_text
 from napari_sbl.store.session import SessionStore
 
@@ -145,12 +146,7 @@ def load_regions(store: SessionStore) -> list[Region]:
 def read_regions_file(path: str | Path) -> list[Region]:
     """Regions from a JSON file (see the module docstring for its format)."""
     path = Path(path)
-    try:
-        items = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise SblError(f"regions file {path} does not exist") from err
-    except json.JSONDecodeError as err:
-        raise SblError(f"regions file {path} is not valid JSON: {err}") from err
+    items = read_json_file(path, "regions", SblError)
     if not isinstance(items, list):
         raise SblError(f"regions file {path} must hold a list of regions, got {type(items).__name__}")
     regions = [_region_from_json(item, path, i) for i, item in enumerate(items)]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from napari_sbl.errors import AnnotationError
+from napari_sbl.jsonfile import read_json_file
 from napari_sbl.store.atomic import atomic_write_text
 
 PROJECT_SUFFIX = ".sblproject.json"
@@ -232,12 +233,7 @@ class Project:
 def read_project(path: str | Path) -> Project:
     """Read a project file; a malformed one raises :class:`AnnotationError` naming what is wrong."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise AnnotationError(f"project file {path} does not exist") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AnnotationError(f"project file {path} is not valid JSON: {err}") from err
+    data = read_json_file(path, "project", AnnotationError)
     if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
         raise AnnotationError(f"{path} is not a napari-sbl project file (no \"format\": \"{PROJECT_FORMAT}\")")
     if int(data.get("version", 1)) > PROJECT_VERSION:

@@ -43,6 +43,10 @@ class FrameCache:
             _, evicted = self._frames.popitem(last=False)
             self._bytes -= evicted.nbytes
 
+    def last_index(self) -> int:
+        """The highest cached frame index, or -1 when empty."""
+        return max(self._frames, default=-1)
+
     def capacity_frames(self, frame_nbytes: int) -> int:
         return max(1, self.budget_bytes // max(frame_nbytes, 1))
 

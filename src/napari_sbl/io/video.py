@@ -196,9 +196,9 @@ class VideoReader:
             self._trim_to_decodable()
 
     def _trim_to_decodable(self) -> None:
-        decoded = max(self._cache._frames, default=-1)
-        good = max(decoded, self.index.keyframes[-1] - 1) if decoded < 0 else decoded
-        keep = int(good) + 1
+        """Keep frames up to the last one decoded on the way to the end (else those before the last keyframe)."""
+        decoded = self._cache.last_index()
+        keep = (decoded if decoded >= 0 else int(self.index.keyframes[-1]) - 1) + 1
         log.warning("%s: truncated; only frames 0..%d are readable", self.path, keep - 1)
         self.index = FrameIndex(
             self.index.pts[:keep], self.index.keyframes[self.index.keyframes < keep], self.index.time_base

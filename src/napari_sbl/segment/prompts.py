@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sbl.errors import PromptError
+from napari_sbl.jsonfile import read_json_file
 
 
 @dataclass(frozen=True)
@@ -184,12 +185,7 @@ def points_from_prompts(prompts: Sequence[FramePrompts]) -> tuple[np.ndarray, np
 
 def read_prompts(path: str | Path) -> list[FramePrompts]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise PromptError(f"prompts file {path} does not exist") from err
-    except json.JSONDecodeError as err:
-        raise PromptError(f"prompts file {path} is not valid JSON: {err}") from err
+    data = read_json_file(path, "prompts", PromptError)
     try:
         return prompts_from_json(data)
     except PromptError as err:
