@@ -243,10 +243,14 @@ class BackboneFeatureCache:
     SAM2's ``_get_image_feature`` looks in ``inference_state["cached_features"]`` before running the
     encoder on a single frame, so filling that dict ahead is enough. The position encodings are the
     same for every frame; one copy is shared instead of one per frame (44 MiB each at S=1024).
+    ``fixed_batch`` pads short batches (a pass's last frames) by repeating the last frame, so a
+    compiled encoder sees one shape and never recompiles mid-video.
     """
 
-    def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int) -> None:
+    def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int,
+                 fixed_batch: bool = False) -> None:
         self.predictor = predictor
+        self.fixed_batch = fixed_batch
         self.images = images
         self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
         self.batch_frames = max(int(batch_frames), 1)
@@ -278,6 +282,9 @@ class BackboneFeatureCache:
 
     def _encode(self, frame_indices: list[int]) -> None:
         batch = self.images.batch(frame_indices)
+        if self.fixed_batch and len(frame_indices) < self.batch_frames:
+            padding = batch[-1:].expand(self.batch_frames - len(frame_indices), *batch.shape[1:])
+            batch = torch.cat([batch, padding])
         backbone_out = self.predictor.forward_image(batch)
         if self._shared_pos_enc is None:
             self._shared_pos_enc = [pos[0:1].clone() for pos in backbone_out["vision_pos_enc"]]

@@ -58,7 +58,8 @@ class TrackRun:
             frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
         )
         self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
-        self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames)
+        self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
+                                             fixed_batch=params.compile)
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
         self.groups: list[Any] = []

@@ -55,7 +55,10 @@ class Sam2Params:
     tracks animals prompted on the same frames together. ``lru_frames`` normalised and
     ``read_ahead_frames`` decoded frames are held at most (0 turns the decoding thread off).
     ``drift`` decides when a mask has drifted and whether to re-prompt (a mapping is accepted,
-    as the CLI and the widget pass it through ``TrackParams.extra``).
+    as the CLI and the widget pass it through ``TrackParams.extra``). ``compile`` builds SAM2's
+    VOS-optimised predictor with every component through ``torch.compile`` and CUDA graphs
+    (:mod:`.sam2_compiled`): a minute or more of compiling on first use, then faster on a GPU;
+    the encoder batch is padded to a fixed size so one compiled shape serves the whole video.
     """
 
     model: str = "tiny"
@@ -69,6 +72,7 @@ class Sam2Params:
     lru_frames: int = 4
     read_ahead_frames: int = 16
     seed: int = 0
+    compile: bool = False
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -314,7 +318,7 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
                 params.config_name,
                 str(checkpoint) if checkpoint else None,
                 device=str(device),
-                hydra_overrides_extra=list(params.config_overrides),
+                hydra_overrides_extra=[*_compiled_target(params), *params.config_overrides],
             )
         except RuntimeError as err:
             if checkpoint is None or (str(err) and "state_dict" not in str(err)):
@@ -328,6 +332,12 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         # warning on every frame; switching it off gives the same masks without that cost.
         predictor.fill_hole_area = 0
     return predictor
+
+
+def _compiled_target(params: Sam2Params) -> list[str]:
+    if not params.compile:
+        return []
+    return ["++model._target_=napari_sbl.segment.sam2_compiled.CompiledVideoPredictor"]
 
 
 def _hole_filling_available(device: torch.device) -> bool:

@@ -1,0 +1,29 @@
+"""SAM2's VOS-optimised video predictor, compiled with modes that build in about a minute.
+
+SAM2 ships ``SAM2VideoPredictorVOS``: the same predictor with its component outputs cloned so that
+``torch.compile`` and CUDA graphs can run every component (a replayed graph overwrites its outputs).
+It compiles with ``max-autotune``, whose kernel search took over seven minutes for the tiny model on
+an H100. This subclass keeps the cloning and compiles with ``reduce-overhead`` instead: CUDA graphs
+(the per-frame work is launch-bound) without the search. Hydra builds it from
+:func:`napari_sbl.segment.sam2_tracker.build_predictor` when ``Sam2Params.compile`` is on; this
+module imports torch and sam2, so nothing else imports it.
+"""
+
+from __future__ import annotations
+
+import torch
+from sam2.sam2_video_predictor import SAM2VideoPredictorVOS
+
+MODE = "reduce-overhead"
+
+
+class CompiledVideoPredictor(SAM2VideoPredictorVOS):
+    """The VOS predictor with every component compiled in :data:`MODE`."""
+
+    def _compile_all_components(self) -> None:
+        # the number of memories grows over a pass's first frames, so memory attention is dynamic;
+        # the others see one shape (SAM2 found dynamic shapes cost accuracy in the heads)
+        for module, dynamic in ((self.image_encoder, False), (self.memory_encoder, False),
+                                (self.memory_attention, True), (self.sam_prompt_encoder, False),
+                                (self.sam_mask_decoder, False)):
+            module.forward = torch.compile(module.forward, mode=MODE, fullgraph=True, dynamic=dynamic)
