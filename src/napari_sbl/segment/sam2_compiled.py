@@ -26,4 +26,24 @@ class CompiledVideoPredictor(SAM2VideoPredictorVOS):
         for module, dynamic in ((self.image_encoder, False), (self.memory_encoder, False),
                                 (self.memory_attention, True), (self.sam_prompt_encoder, False),
                                 (self.sam_mask_decoder, False)):
-            module.forward = torch.compile(module.forward, mode=MODE, fullgraph=True, dynamic=dynamic)
+            module.forward = _cloning(torch.compile(module.forward, mode=MODE, fullgraph=True, dynamic=dynamic))
+
+
+def _cloning(forward):
+    """``forward`` with its tensor outputs copied: a CUDA graph's next replay overwrites its outputs,
+    and SAM2 keeps some (memory attention's, the memory features) across frames."""
+
+    def run(*args, **kwargs):
+        return _cloned(forward(*args, **kwargs))
+
+    return run
+
+
+def _cloned(value):
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cloned(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    return value
