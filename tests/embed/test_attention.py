@@ -105,11 +105,24 @@ def test_query_blocks_heads_and_sequences_land_in_their_place():
 
 
 def test_tiling_keeps_score_tiles_small_and_dots_at_least_16():
-    tiling = at.KernelTiling(block_q=64, max_scores=64 * 256)
+    assert [at.padded_size(size) for size in (8, 16, 20, 144, 256, 324)] == [16, 16, 32, 256, 256, 512]
+    tiling = at.KernelTiling(block_q=64, num_warps=4)
     assert tiling.rows(256) == 64
-    assert tiling.rows(512) == 32
-    assert tiling.rows(16) == 16
+    assert tiling.rows(324) == 32  # 512 padded keys: half the rows keep 128 score registers per thread
+    assert tiling.rows(8) == 16
+    assert at.KernelTiling(block_q=128, num_warps=4).rows(256) == 64
+    assert at.KernelTiling(block_q=128, num_warps=8).rows(256) == 128
     assert at.KernelTiling(block_q=8).rows(256) == 16
+
+
+def test_tiling_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(at.TILING_ENV, raising=False)
+    assert at.KernelTiling.from_environment() == at.KernelTiling()
+    monkeypatch.setenv(at.TILING_ENV, "128x8")
+    assert at.KernelTiling.from_environment() == at.KernelTiling(block_q=128, num_warps=8)
+    monkeypatch.setenv(at.TILING_ENV, "128")
+    with pytest.raises(ValueError, match="BLOCK_QxWARPS"):
+        at.KernelTiling.from_environment()
 
 
 def test_mismatched_shapes_are_refused():
@@ -130,7 +143,9 @@ def test_auto_is_xla_off_gpu_and_fused_runs_the_kernel_everywhere():
     assert has_pallas_call(attend("fused"), query, key, value)
     assert has_pallas_call(attend("auto"), query, key, value)  # staged for CUDA, resolved when lowering
     assert not has_pallas_call(attend("xla"), query, key, value)
-    long_query, long_key, long_value = qkv((1, at.FUSED_MAX_KEYS + 1, 1, 16))
+    assert at.fits_fused(324, 64, jnp.bfloat16) and at.fits_fused(256, 64, jnp.float32)
+    long_query, long_key, long_value = qkv((1, 300, 1, 64))  # fp32, padded to 512 keys: 128 KiB of keys
+    assert not at.fits_fused(300, 64, jnp.float32)
     assert not has_pallas_call(attend("fused"), long_query, long_key, long_value)
 
 

@@ -27,25 +27,53 @@ Array = jax.Array
 
 ATTENTION_CHOICES = ("auto", "xla", "fused")
 ATTENTION_ENV = "NAPARI_SBL_ATTENTION"
-FUSED_MAX_KEYS = 512  # all keys and values of one sequence must fit in shared memory next to each other
+TILING_ENV = "NAPARI_SBL_ATTENTION_TILING"  # e.g. "64x8": queries per program × warps, tuned per GPU
+FUSED_MAX_TILE_BYTES = 64 * 1024  # one sequence's padded keys (and values) per program, staged in shared memory
 _MIN_DOT_SIZE = 16  # Triton's tensor-core dots need every dimension ≥ 16
+_SCORES_PER_WARP = 32 * 128  # fp32 score values a warp holds: 128 registers per thread
+
+
+def padded_size(size: int) -> int:
+    """The kernel's block size for an axis of ``size``: Triton wants powers of two, dots want ≥ 16."""
+    return max(1 << (size - 1).bit_length(), _MIN_DOT_SIZE)
+
+
+def fits_fused(num_keys: int, head_dim: int, dtype: jnp.dtype) -> bool:
+    """Whether one sequence's keys fit the kernel: 512 bf16 keys (324 tokens per frame) do, 512 fp32 not."""
+    return padded_size(num_keys) * padded_size(head_dim) * jnp.dtype(dtype).itemsize <= FUSED_MAX_TILE_BYTES
 
 
 @dataclass(frozen=True)
 class KernelTiling:
     """How the fused kernel cuts the work: ``block_q`` queries per program, ``num_warps`` per program.
 
-    ``block_q`` shrinks for long sequences so a program's fp32 score tile stays within
-    ``max_scores`` values (registers), and never drops below 16 rows.
+    ``block_q`` shrinks for long sequences so the fp32 score tile stays within 128 registers per
+    thread, and never drops below 16 rows.
     """
 
     block_q: int = 64
     num_warps: int = 4
-    max_scores: int = 64 * 256
 
-    def rows(self, num_keys_padded: int) -> int:
-        rows = min(self.block_q, num_keys_padded, max(self.max_scores // num_keys_padded, _MIN_DOT_SIZE))
-        return pl.next_power_of_2(max(rows, _MIN_DOT_SIZE))
+    def rows(self, num_keys: int) -> int:
+        """Queries per program for sequences of ``num_keys`` (a power of two ≥ 16)."""
+        keys_padded = padded_size(num_keys)
+        max_rows = _SCORES_PER_WARP * self.num_warps // keys_padded
+        return padded_size(max(min(self.block_q, keys_padded, max_rows), _MIN_DOT_SIZE))
+
+    @classmethod
+    def parse(cls, text: str) -> KernelTiling:
+        """``"64x8"`` → 64 queries per program, 8 warps."""
+        try:
+            block_q, num_warps = (int(part) for part in text.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"a tiling is written BLOCK_QxWARPS, e.g. '64x8', got {text!r}") from None
+        return cls(block_q, num_warps)
+
+    @classmethod
+    def from_environment(cls) -> KernelTiling:
+        """``$NAPARI_SBL_ATTENTION_TILING`` if set, else the default; read when a forward is traced."""
+        text = os.environ.get(TILING_ENV, "").strip()
+        return cls.parse(text) if text else cls()
 
 
 def resolve_attention(choice: str | None = None) -> str:
@@ -56,6 +84,13 @@ def resolve_attention(choice: str | None = None) -> str:
         source = "attention" if choice is not None else f"${ATTENTION_ENV}"
         raise ValueError(f"{source} must be one of {list(ATTENTION_CHOICES)}, got {resolved!r}")
     return resolved
+
+
+def implementation_on(choice: str, platform: str) -> str:
+    """What ``choice`` runs on a device of ``platform`` (``device.platform``: 'gpu', 'cpu', ...)."""
+    if choice == "auto":
+        return "fused" if platform in ("gpu", "cuda", "rocm") else "xla"
+    return choice
 
 
 def xla_attention(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float) -> Array:
@@ -90,16 +125,12 @@ def _pad_axis(x: Array, axis: int, size: int) -> Array:
     return jnp.pad(x, widths)
 
 
-def _padded_size(size: int) -> int:
-    return max(pl.next_power_of_2(size), _MIN_DOT_SIZE)
-
-
 def _fused_call(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
                 tiling: KernelTiling, interpret: bool) -> Array:
     batch, num_keys, num_heads, head_dim = query.shape
-    keys_padded, dims_padded = _padded_size(num_keys), _padded_size(head_dim)
+    keys_padded, dims_padded = padded_size(num_keys), padded_size(head_dim)
     query, key, value = (_pad_axis(_pad_axis(x, 1, keys_padded), 3, dims_padded) for x in (query, key, value))
-    block_q = tiling.rows(keys_padded)
+    block_q = tiling.rows(num_keys)
     query_blocks = keys_padded // block_q
 
     def query_block(program):  # query block fastest, so the programs sharing a K/V tile run together
@@ -132,13 +163,15 @@ def fused_attention(query: Array, key: Array, value: Array, *, scale: float, log
     """The fused kernel on ``(B, S, heads, dh)`` bf16/fp32 arrays; fp32 scores, softmax and accumulation.
 
     Keys and head dims are zero-padded to a power of two ≥ 16 (Triton block shapes) and padded keys
-    masked. ``interpret=None`` compiles on CUDA/ROCm and interprets elsewhere (CPU tests), decided
-    when lowering for the device that runs it. The score dot follows JAX's matmul precision (TF32
-    for fp32 by default, as XLA). Unlike the XLA path, scores are not rounded to bf16 before the cap.
+    masked. ``tiling=None`` reads :meth:`KernelTiling.from_environment`. ``interpret=None`` compiles
+    on CUDA/ROCm and interprets elsewhere (CPU tests), decided when lowering for the device that runs
+    it. Callers check :func:`fits_fused` first (``capped_attention`` does). The score dot follows
+    JAX's matmul precision (TF32 for fp32 by default, as XLA). Unlike the XLA path, scores are not
+    rounded to bf16 before the cap.
     """
     if key.shape != query.shape or value.shape != query.shape:
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
-    call = partial(_fused_call, scale=scale, logit_cap=logit_cap, tiling=tiling or KernelTiling())
+    call = partial(_fused_call, scale=scale, logit_cap=logit_cap, tiling=tiling or KernelTiling.from_environment())
     if interpret is not None:
         return call(query, key, value, interpret=interpret)
     compiled, interpreted = partial(call, interpret=False), partial(call, interpret=True)
@@ -148,12 +181,12 @@ def fused_attention(query: Array, key: Array, value: Array, *, scale: float, log
 def capped_attention(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
                      implementation: str = "xla") -> Array:
     """Attention by ``implementation``: 'xla', 'fused' (the kernel on every device, interpreted off
-    GPU) or 'auto' (the kernel on CUDA/ROCm, XLA elsewhere). Sequences longer than
-    :data:`FUSED_MAX_KEYS` always use XLA."""
+    GPU) or 'auto' (the kernel on CUDA/ROCm, XLA elsewhere). Sequences too long for the kernel
+    (:func:`fits_fused`) use XLA."""
     options = {"scale": scale, "logit_cap": logit_cap}
     if implementation not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {list(ATTENTION_CHOICES)}, got {implementation!r}")
-    if implementation == "xla" or query.shape[1] > FUSED_MAX_KEYS:
+    if implementation == "xla" or not fits_fused(query.shape[1], query.shape[3], query.dtype):
         return xla_attention(query, key, value, **options)
     if implementation == "fused":
         return fused_attention(query, key, value, **options)
