@@ -4,8 +4,9 @@
 (sequence, head) round-trip through HBM. ``fused_attention`` is a Pallas kernel (Triton lowering on a
 GPU) that keeps them on chip: one program holds a block of queries and *all* keys of one sequence,
 so the softmax needs no running maximum. That suits the spatial transformer (256 keys per frame at
-288 px). The temporal transformer (16 keys) stays on XLA: its score matrices are ~2 % of the
-attention bytes, so fusing them cannot pay for 16×16 tiles (see benchmarks/attention_kernel.py).
+288 px). The temporal transformer (16 keys) stays on XLA: per clip its score matrices hold ~2 % of
+the spatial ones (4 layers of 16² per position vs 12 layers of 256² per frame), so fusing them has
+little to win; benchmarks/attention_kernel.py times both stacks' attention alone to confirm.
 
 Arrays are laid out as the projections produce them, ``(batch, seq, heads, head_dim)``, so neither
 path transposes. Inference only: the kernel has no custom backward rule.

@@ -274,7 +274,7 @@ class FactorizedEncoder(nn.Module):
     time-major order, in ``dtype``. H and W must be multiples of the patch size; other grids than the
     trained one resize the positional tables (upstream additionally asserts H == W; we do not need to).
     ``attention`` ('xla', 'fused', 'auto') is the spatial stack's attention; the temporal stack's
-    sequences (T keys) are too short for the fused kernel to pay, so they always use XLA.
+    attention (T keys, ~2 % of the score values) always uses XLA (see ``embed/attention.py``).
     """
 
     config: VideoPrismConfig
