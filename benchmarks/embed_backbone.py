@@ -2,9 +2,12 @@
 
 Random weights (speed does not depend on them), inputs already on the device, so the numbers are
 the encoder's compute only: no decoding, resizing or host-to-device copies. Donating the input
-buffer would not help (the output has a different shape), so nothing is donated.
+buffer would not help (the output has a different shape), so nothing is donated. ``--attention``
+times each mode with each spatial attention implementation (XLA einsums or the fused Pallas kernel),
+same process, same weights, and reports how far their tokens are apart on one clip.
 
     python benchmarks/embed_backbone.py --out benchmarks/results/embed_backbone.md
+    python benchmarks/embed_backbone.py --modes bf16 --attention xla fused
     python benchmarks/embed_backbone.py --quick          # tiny config, one batch; runs on CPU
 """
 
@@ -25,6 +28,10 @@ MODES = {
     "fp32-highest": ("float32", "highest", "true fp32 matmuls (parity reference)"),
     "bf16": ("bfloat16", "default", "ours: params cast once to bf16, bf16 matmuls, fp32 softmax"),
 }
+ATTENTIONS = {
+    "xla": "XLA einsums; capped scores and probabilities round-trip through HBM",
+    "fused": "Pallas kernel (embed/attention.py): scores, tanh cap and fp32 softmax on chip; spatial stack only",
+}
 
 
 @dataclass
@@ -44,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=288, help="frame side in px")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--modes", nargs="+", default=["fp32-tf32", "bf16"], choices=sorted(MODES))
+    parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", *ATTENTIONS],
+                        help="spatial attention implementations to time ('auto': fused on GPU, else XLA)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--no-check", action="store_true", help="skip the bf16-vs-fp32 agreement check")
@@ -94,16 +103,56 @@ def measure(encoder: Any, precision: str, mode: str, batch: int, clip_shape: tup
     return Row(mode, batch, seconds * 1e3, clips_per_s, clips_per_s * flops / 1e12)
 
 
-def agreement(fp32_encoder: Any, bf16_encoder: Any, clip_shape: tuple) -> float:
-    """Relative L2 error of bf16 tokens against fp32 'highest' tokens on one random clip."""
+def one_clip_tokens(encoder: Any, clip_shape: tuple, precision: str = "default") -> Any:
+    """fp32 tokens of one fixed random clip (the same clip for every encoder)."""
     import jax
     import jax.numpy as jnp
 
     frames = jax.random.uniform(jax.random.key(7), (1, *clip_shape), jnp.float32)
-    with jax.default_matmul_precision("highest"):
-        expected = fp32_encoder(frames).astype(jnp.float32)
-    actual = bf16_encoder(frames).astype(jnp.float32)
+    with jax.default_matmul_precision(precision):
+        return encoder(frames).astype(jnp.float32)
+
+
+def relative_l2(actual: Any, expected: Any) -> float:
+    import jax.numpy as jnp
+
     return float(jnp.linalg.norm(actual - expected) / jnp.linalg.norm(expected))
+
+
+def agreement_lines(encoders: dict, attentions: list[str], clip_shape: tuple) -> list[str]:
+    """bf16 tokens of each attention against fp32 'highest' (XLA) tokens, and fused against XLA in bf16."""
+    expected = one_clip_tokens(encoders["float32", "xla"], clip_shape, "highest")
+    bf16 = {attention: one_clip_tokens(encoders["bfloat16", attention], clip_shape) for attention in attentions}
+    lines = [
+        f"- bf16 ({attention}) vs fp32 (highest, xla) tokens, one clip: relative L2 error "
+        f"{relative_l2(tokens, expected):.2e}"
+        for attention, tokens in bf16.items()
+    ]
+    if {"xla", "fused"} <= set(bf16):
+        lines.append(f"- bf16 fused vs bf16 xla tokens, one clip: relative L2 difference "
+                     f"{relative_l2(bf16['fused'], bf16['xla']):.2e}")
+    return lines
+
+
+def tiling_label(tiling: Any) -> str:
+    return f"{tiling.block_q}x{tiling.num_warps}"
+
+
+def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str]) -> dict:
+    """``(dtype, attention) -> encoder``, all on one set of random weights (bf16 cast once, shared)."""
+    fp32 = videoprism.load_encoder(model=model, weights="random", attention="xla")
+    shared = {"float32": fp32}
+    if "bfloat16" in dtypes:
+        shared["bfloat16"] = videoprism.VideoPrismEncoder(
+            fp32.config, fp32.variables, "bfloat16", weights_source=fp32.weights_source, attention="xla"
+        )
+    return {
+        (dtype, attention): videoprism.VideoPrismEncoder(
+            base.config, base.variables, dtype, weights_source=base.weights_source, attention=attention
+        )
+        for dtype, base in shared.items()
+        for attention in {*attentions, "xla"}
+    }
 
 
 def markdown(rows: list[Row], header: list[str], peak: float | None) -> str:
@@ -129,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     videoprism = import_videoprism()
+    from napari_sbl.embed.attention import KernelTiling
+    from napari_sbl.embed.attention import implementation_on as attention_on
     model = "tiny" if args.quick else args.model
     config = videoprism.VideoPrismConfig.named(model)
     if args.quick:
@@ -138,21 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     flops = videoprism.matmul_flops_per_clip(config, num_frames, args.size, args.size)
     device = jax.devices()[0]
     peak = next((value for name, value in PEAK_BF16_TFLOPS.items() if name in device.device_kind), None)
+    attentions = list(dict.fromkeys(attention_on(choice, device.platform) for choice in args.attention))
 
-    fp32 = videoprism.load_encoder(model=model, weights="random")
-    encoders = {"float32": fp32}
-    if any(MODES[mode][0] == "bfloat16" for mode in args.modes) or not args.no_check:
-        encoders["bfloat16"] = videoprism.VideoPrismEncoder(
-            config, fp32.variables, "bfloat16", weights_source=fp32.weights_source
-        )
+    dtypes = {MODES[mode][0] for mode in args.modes} | (set() if args.no_check else {"bfloat16"})
+    encoders = build_encoders(videoprism, model, dtypes, attentions)
     rows = []
     for mode in args.modes:
         dtype, precision, _ = MODES[mode]
         for batch in args.batch_sizes:
-            row = measure(encoders[dtype], precision, mode, batch, clip_shape, flops, args)
-            rows.append(row)
-            speed = f"{row.clips_per_s:8.1f} clips/s {row.tflops:8.3g} TFLOP/s" if row.clips_per_s else row.note
-            print(f"{mode:>12} B={batch:<3} {speed}", flush=True)
+            for attention in attentions:
+                label = f"{mode} {attention}"
+                row = measure(encoders[dtype, attention], precision, label, batch, clip_shape, flops, args)
+                rows.append(row)
+                speed = f"{row.clips_per_s:8.1f} clips/s {row.tflops:8.3g} TFLOP/s" if row.clips_per_s else row.note
+                print(f"{label:>18} B={batch:<3} {speed}", flush=True)
 
     header = [
         "# VideoPrism backbone throughput",
@@ -163,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- timing: median of {args.repeats} × {args.iters} calls after one compiling call",
         f"- command: `python {' '.join(['benchmarks/embed_backbone.py', *(argv or sys.argv[1:])])}`",
         *(f"- {mode}: {MODES[mode][2]}" for mode in args.modes),
+        *(f"- attention {attention}: {ATTENTIONS[attention]}" for attention in attentions),
+        *([f"- fused tiling (queries per program x warps): {tiling_label(KernelTiling.from_environment())}"]
+          if "fused" in attentions else []),
     ]
     if not args.no_check:
-        error = agreement(fp32, encoders["bfloat16"], clip_shape)
-        header.append(f"- bf16 vs fp32 (highest) tokens, one clip: relative L2 error {error:.2e}")
+        header.extend(agreement_lines(encoders, attentions, clip_shape))
     table = markdown(rows, header, peak)
     print(table)
     if args.out is not None:

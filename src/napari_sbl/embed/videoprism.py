@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from napari_sbl.embed import checkpoint as ckpt
+from napari_sbl.embed.attention import ATTENTION_CHOICES, resolve_attention
 from napari_sbl.embed.videoprism_model import (
     PUBLISHED_CONFIGS,
     FactorizedEncoder,
@@ -32,6 +33,7 @@ from napari_sbl.progress import Reporter
 from napari_sbl.weights import load_manifest, resolve_weights, sha256_of
 
 __all__ = [
+    "ATTENTION_CHOICES",
     "PUBLISHED_CONFIGS",
     "ClipShapeError",
     "EncoderOutput",
@@ -49,9 +51,9 @@ Array = jax.Array
 
 
 @lru_cache(maxsize=8)
-def _compiled_forward(config: VideoPrismConfig, dtype: str) -> Callable[..., Any]:
-    """One jitted forward per (config, dtype), shared by all encoders so a reload does not recompile."""
-    module = FactorizedEncoder(config, jnp.dtype(dtype))
+def _compiled_forward(config: VideoPrismConfig, dtype: str, attention: str) -> Callable[..., Any]:
+    """One jitted forward per (config, dtype, attention), shared by all encoders so a reload does not recompile."""
+    module = FactorizedEncoder(config, jnp.dtype(dtype), attention)
 
     def forward(variables: dict[str, Any], frames: Array, grid: bool, with_spatial: bool) -> Any:
         if frames.dtype == jnp.uint8:
@@ -83,7 +85,8 @@ class VideoPrismEncoder:
     ``(B, T·N, D)`` tokens in ``dtype``, time-major. ``grid=True`` returns ``(B, T, H/p, W/p, D)``.
 
     Variables live on the device in the compute dtype (cast once at load), and the forward pass is
-    jitted once per input shape.
+    jitted once per input shape. ``attention`` is the spatial attention: 'auto' (the fused Pallas
+    kernel on a GPU, XLA elsewhere), 'xla' or 'fused'; None reads ``$NAPARI_SBL_ATTENTION``, else 'auto'.
     """
 
     config: VideoPrismConfig
@@ -91,12 +94,14 @@ class VideoPrismEncoder:
     dtype: str = "float32"
     checkpoint_path: Path | None = None
     weights_source: str = "checkpoint"
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         self.dtype = ckpt.canonical_dtype(self.dtype)
+        self.attention = resolve_attention(self.attention)
         compute_dtype = jnp.dtype(self.dtype)
         self.variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, compute_dtype), self.variables)
-        self._forward = _compiled_forward(self.config, self.dtype)
+        self._forward = _compiled_forward(self.config, self.dtype, self.attention)
 
     def check_frames(self, frames: Any) -> None:
         """Raise :class:`ClipShapeError` unless ``frames`` is ``(B, T, H, W, 3)`` with H, W multiples of p."""
@@ -162,15 +167,19 @@ def load_encoder(
     download: bool = True,
     reporter: Reporter | None = None,
     seed: int = 0,
+    attention: str | None = None,
 ) -> VideoPrismEncoder:
     """A ready encoder for ``model`` ('base', 'large'; 'tiny' for tests) computing in ``dtype``.
 
     Weights come from ``checkpoint``, then ``$NAPARI_SBL_VIDEOPRISM_BASE``/``_LARGE``, then the user
     cache, then a download (unless ``download=False``); otherwise :class:`WeightsMissingError` says
     where to put the file. ``weights="random"`` initialises random weights, for benchmarks only.
+    ``attention`` ('auto', 'xla', 'fused'; None: ``$NAPARI_SBL_ATTENTION``, else 'auto') is the
+    spatial attention implementation; it does not change the weights.
     """
     config = VideoPrismConfig.named(model)
     dtype = ckpt.canonical_dtype(dtype)
+    attention = resolve_attention(attention)  # refuse a bad choice before reading weights
     if weights not in (None, "random"):
         raise ValueError(f"weights must be None (use the checkpoint) or 'random', got {weights!r}")
     if weights == "random":
@@ -183,8 +192,8 @@ def load_encoder(
             seed,
         )
         variables = random_variables(config, seed)
-        return VideoPrismEncoder(config, variables, dtype, weights_source=f"random(seed={seed})")
+        return VideoPrismEncoder(config, variables, dtype, weights_source=f"random(seed={seed})", attention=attention)
     path = _resolve_checkpoint(config, checkpoint, download, reporter)
     variables = ckpt.load_checkpoint(path, config, dtype=dtype, candidates=PUBLISHED_CONFIGS)
     log.info("loaded VideoPrism %s from %s (%s)", config.name, path, dtype)
-    return VideoPrismEncoder(config, variables, dtype, checkpoint_path=path)
+    return VideoPrismEncoder(config, variables, dtype, checkpoint_path=path, attention=attention)

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from napari_sbl.embed.attention import capped_attention
+
 Array = jax.Array
 
 @dataclass(frozen=True)
@@ -167,22 +169,24 @@ class OutputProjection(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with query scaling, a tanh logit cap and an fp32 softmax."""
+    """Multi-head self-attention with query scaling, a tanh logit cap and an fp32 softmax.
+
+    ``attention`` picks the implementation of the core ('xla', 'fused', 'auto'; see ``embed/attention.py``);
+    it changes no parameter.
+    """
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         project = partial(HeadsProjection, cfg.num_heads, cfg.head_dim, self.dtype)
-        query = project(name="query")(x) * cfg.head_dim**-0.5
-        key = project(name="key")(x)
-        value = project(name="value")(x)
-        logits = jnp.einsum("...qnh,...knh->...nqk", query, key)
-        logits = cfg.logit_cap * jnp.tanh(logits / cfg.logit_cap)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-        context = jnp.einsum("...nqk,...knh->...qnh", probs, value)
+        query, key, value = (project(name=name)(x) for name in ("query", "key", "value"))
+        context = capped_attention(
+            query, key, value, scale=cfg.head_dim**-0.5, logit_cap=cfg.logit_cap, implementation=self.attention
+        )
         return OutputProjection(cfg.model_dim, self.dtype, name="post")(context)
 
 
@@ -206,11 +210,12 @@ class TransformerBlock(nn.Module):
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, None]:
         normed = LayerNorm(self.config.layer_norm_eps, self.dtype, name="layer_norm")(x)
-        x = x + SelfAttention(self.config, self.dtype, name="self_attention")(normed)
+        x = x + SelfAttention(self.config, self.dtype, self.attention, name="self_attention")(normed)
         x = x + FeedForward(self.config, self.dtype, name="ff_layer")(x)
         return x, None
 
@@ -221,6 +226,7 @@ class TransformerStack(nn.Module):
     config: VideoPrismConfig
     num_layers: int
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -230,7 +236,7 @@ class TransformerStack(nn.Module):
             split_rngs={"params": True},
             length=self.num_layers,
         )
-        x, _ = scanned(self.config, self.dtype, name="x_layers")(x.astype(self.dtype))
+        x, _ = scanned(self.config, self.dtype, self.attention, name="x_layers")(x.astype(self.dtype))
         return x
 
 
@@ -240,10 +246,12 @@ class Encoder(nn.Module):
     config: VideoPrismConfig
     num_layers: int
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        return TransformerStack(self.config, self.num_layers, self.dtype, name="transformers_stack")(x)
+        stack = TransformerStack(self.config, self.num_layers, self.dtype, self.attention, name="transformers_stack")
+        return stack(x)
 
 
 class PositionTable(nn.Module):
@@ -265,10 +273,13 @@ class FactorizedEncoder(nn.Module):
     ``__call__(frames (B, T, H, W, 3)) -> (tokens, spatial_features)``, both ``(B, T·N, D)`` in
     time-major order, in ``dtype``. H and W must be multiples of the patch size; other grids than the
     trained one resize the positional tables (upstream additionally asserts H == W; we do not need to).
+    ``attention`` ('xla', 'fused', 'auto') is the spatial stack's attention; the temporal stack's
+    attention (T keys, ~2 % of the score values) always uses XLA (see ``embed/attention.py``).
     """
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
+    attention: str = "xla"
 
     @nn.compact
     def __call__(self, frames: Array) -> tuple[Array, Array]:
@@ -280,7 +291,7 @@ class FactorizedEncoder(nn.Module):
         x = Linear(cfg.model_dim, dtype, name="patch_projection")(patches.astype(dtype))
         spatial_table = PositionTable(cfg.pos_emb_grid**2, cfg.model_dim, dtype, name="spatial_pos_emb")()
         x = x + resize_spatial_table(spatial_table, cfg.pos_emb_grid, rows, cols)
-        x = Encoder(cfg, cfg.num_spatial_layers, dtype, name="spatial_encoder")(x)
+        x = Encoder(cfg, cfg.num_spatial_layers, dtype, self.attention, name="spatial_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="spatial_ln")(x)
         spatial_features = x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim)
 
