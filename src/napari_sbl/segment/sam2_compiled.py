@@ -23,7 +23,9 @@ class CompiledVideoPredictor(SAM2VideoPredictorVOS):
     def _compile_all_components(self) -> None:
         # the number of memories grows over a pass's first frames, so memory attention is dynamic;
         # the others see one shape (SAM2 found dynamic shapes cost accuracy in the heads)
-        for module, dynamic in ((self.image_encoder, False), (self.memory_encoder, False),
+        # the image encoder stays eager: it runs batched over upcoming frames, so it is bound by
+        # arithmetic rather than launches, and its graph is the slowest to compile
+        for module, dynamic in ((self.memory_encoder, False),
                                 (self.memory_attention, True), (self.sam_prompt_encoder, False),
                                 (self.sam_mask_decoder, False)):
             module.forward = _cloning(torch.compile(module.forward, mode=MODE, fullgraph=True, dynamic=dynamic))
