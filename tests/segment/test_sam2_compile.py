@@ -87,17 +87,15 @@ def test_compiled_predictor_gives_the_eager_masks_with_one_encoder_batch_shape()
     assert compiled["labels"] == eager["labels"]
 
 
-@pytest.mark.parametrize(("argv", "compiled", "recover"), [
-    ([], False, True),
-    (["--compile"], True, True),
-    (["--compile", "--no-drift-recovery"], True, False),
+
+@pytest.mark.parametrize(("extra", "compiled", "recover"), [
+    ({}, False, True),
+    ({"compile": True}, True, True),
+    ({"compile": True, "drift": {"recover": False}}, True, False),
 ])
-def test_segment_flags_reach_the_sam2_tracker(argv, compiled, recover):
-    from napari_sbl.cli.main import build_parser
-    from napari_sbl.cli.segment_cmd import sam2_options
+def test_track_params_extra_reaches_the_sam2_tracker(extra, compiled, recover):
     from napari_sbl.segment.backends import TrackParams, make_tracker
 
-    args = build_parser().parse_args(["segment", "video.mp4", "--backend", "sam2", *argv])
-    tracker = make_tracker(TrackParams(backend="sam2", weights="random", extra=sam2_options(args)))
+    tracker = make_tracker(TrackParams(backend="sam2", weights="random", extra=extra))
     assert tracker.params.compile is compiled
     assert tracker.params.drift.recover is recover

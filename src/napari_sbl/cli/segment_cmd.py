@@ -26,18 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="discard existing tracks instead of resuming")
     parser.add_argument("--no-drift-recovery", action="store_true",
                         help="SAM2: do not re-prompt animals automatically when their mask jumps or vanishes")
-    parser.add_argument("--compile", action="store_true",
-                        help="SAM2: torch.compile the model (GPU; minutes of compiling on first use, then faster)")
     parser.add_argument("--import-sbl", type=Path, default=None, metavar="MASKS.h5",
                         help="import masks tracked in SingleBehaviorLab instead of tracking")
 
 
 def sam2_options(args: argparse.Namespace) -> dict:
     """The SAM2-only switches, passed through ``TrackParams.extra`` (the classical backend ignores them)."""
-    options: dict = {"drift": {"recover": False}} if args.no_drift_recovery else {}
-    if args.compile:
-        options["compile"] = True
-    return options
+    return {"drift": {"recover": False}} if args.no_drift_recovery else {}
 
 
 def run(args: argparse.Namespace) -> int:

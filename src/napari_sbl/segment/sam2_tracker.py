@@ -56,9 +56,10 @@ class Sam2Params:
     ``read_ahead_frames`` decoded frames are held at most (0 turns the decoding thread off).
     ``drift`` decides when a mask has drifted and whether to re-prompt (a mapping is accepted,
     as the CLI and the widget pass it through ``TrackParams.extra``). ``compile`` builds SAM2's
-    VOS-optimised predictor with every component through ``torch.compile`` and CUDA graphs
-    (:mod:`.sam2_compiled`): a minute or more of compiling on first use, then faster on a GPU;
-    the encoder batch is padded to a fixed size so one compiled shape serves the whole video.
+    VOS-optimised predictor with the per-frame components through ``torch.compile`` and CUDA
+    graphs (:mod:`.sam2_compiled`), the encoder batch padded to one shape. Experimental: on an
+    H100 it compiled in ~75 s and then ran no faster than eager (benchmarks/results/track.md), so
+    neither the CLI nor the dock offers it; benchmarks use it.
     """
 
     model: str = "tiny"
