@@ -189,13 +189,21 @@ def test_standalone_timeline_shares_the_session_and_shows_predictions(qtbot, lab
     viewer, widget, store = labelling
     predicted = np.full((N_FRAMES, 2), -1, dtype=np.int16)
     predicted[5:20, 0] = widget.model.classes.by_name("groom").id
-    store.write_array("predictions/demo_model/labels", predicted)
+    store.write_array("predictions/b_older/labels", np.zeros_like(predicted), attrs={"created": "2026-01-01T00:00:00"})
+    store.write_array("predictions/demo_model/labels", predicted, attrs={"created": "2026-02-01T00:00:00"})
     timeline = TimelineWidget(viewer)
     assert timeline.shared is widget.shared
-    assert [timeline.prediction_box.itemText(i) for i in range(timeline.prediction_box.count())] == [
-        "(none)", "demo_model"]
-    timeline.prediction_box.setCurrentText("demo_model")
+
+    def listed() -> list[str]:
+        return [timeline.prediction_box.itemText(i) for i in range(timeline.prediction_box.count())]
+
+    assert listed() == ["(none)", "b_older", "demo_model"]
+    assert timeline.prediction_box.currentText() == "demo_model"  # the most recent model shows at once
     assert timeline.canvas.predictions.shape == (N_FRAMES, 2)
+    store.write_array("predictions/later/labels", predicted)  # e.g. the Infer dock, after the timeline opened
+    timeline.prediction_box.refresh()  # what opening the list does
+    assert listed() == ["(none)", "b_older", "demo_model", "later"]
+    assert timeline.prediction_box.currentText() == "demo_model"
     timeline.canvas.resize(600, timeline.canvas.height())
     image = timeline.canvas.grab().toImage()
     y, height = timeline.canvas.rows().lane_span(0, "predictions")

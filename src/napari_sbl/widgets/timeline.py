@@ -306,6 +306,40 @@ class TimelineCanvas(QWidget):
         event.accept()
 
 
+class ModelChooser(QComboBox):
+    """'(none)' and the store's prediction models, re-read whenever the list opens, so models
+    written after the dock opened (the Infer dock, the CLI) show up without reopening anything."""
+
+    NONE = "(none)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = None
+
+    def attach(self, store) -> None:
+        """List ``store``'s models and show the most recently predicted one, if any."""
+        self.store = store
+        models = self.refresh()
+        if models:
+            self.setCurrentText(max(models, key=lambda m: store.attrs(f"predictions/{m}/labels").get("created", "")))
+
+    def refresh(self) -> list[str]:
+        models = prediction_models(self.store) if self.store is not None else []
+        current = self.currentText()
+        self.blockSignals(True)
+        self.clear()
+        self.addItems([self.NONE, *models])
+        self.setCurrentText(current if current in models else self.NONE)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
+        return models
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+
 class TimelineWidget(QWidget):
     """Dock: prediction chooser, zoom controls and the timeline canvas, kept in step with the viewer's frame."""
 
@@ -314,7 +348,7 @@ class TimelineWidget(QWidget):
         self.viewer = napari_viewer
         self.shared = shared
         self.canvas: TimelineCanvas | None = None
-        self.prediction_box = QComboBox()
+        self.prediction_box = ModelChooser()
         self.fit_button = QPushButton("Whole video")
         self.status = QLabel("")
         header = QHBoxLayout()
@@ -348,7 +382,7 @@ class TimelineWidget(QWidget):
         self.canvas.seek_requested.connect(self.seek)
         self.shared.message.connect(self.status.setText)
         store = self.shared.session.store
-        self.prediction_box.addItems(["(none)", *prediction_models(store)])
+        self.prediction_box.attach(store)
         self._frame_changed()
 
     def seek(self, frame: int) -> None:
@@ -367,7 +401,7 @@ class TimelineWidget(QWidget):
         if self.canvas is None:
             return
         store = self.shared.session.store
-        if not name or name == "(none)":
+        if not name or name == ModelChooser.NONE:
             self.canvas.set_predictions(None, [])
             return
         labels = store.read(f"predictions/{name}/labels").astype(np.int16)
