@@ -11,7 +11,6 @@ it is about to produce waits for it instead of starting a second decode from the
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,17 +49,18 @@ class GopFiller:
     """Fills GOPs around requested frames on a background thread (started on the first job).
 
     ``frame_nbytes`` is what one kept frame costs (for sizing jobs to the budget); ``decoded_elsewhere``
-    says whether the reader's own cache already holds a frame, so it is not decoded into both.
+    says whether the reader's own cache already holds a frame, so it is not kept twice; ``threads`` are the
+    filler decoder's.
     """
 
     def __init__(self, path: Path, index: FrameIndex, budget_bytes: int, frame_nbytes: int,
-                 decoded_elsewhere: Callable[[int], bool], threads: int | None = None) -> None:
+                 decoded_elsewhere: Callable[[int], bool], threads: int = 1) -> None:
         self.path, self.index = Path(path), index
         self.store = FrameCache(budget_bytes)
         self.frames_filled = 0
         self._frame_nbytes = frame_nbytes
         self._decoded_elsewhere = decoded_elsewhere
-        self._threads = threads if threads is not None else max(1, min((os.cpu_count() or 1) // 2, 4))
+        self._threads = threads
         self._to_rgb = RgbConverter()
         self._changed = threading.Condition()
         self._jobs: list[FillJob] = []
