@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +48,16 @@ class FillJob:
 class GopFiller:
     """Fills GOPs around requested frames on a background thread (started on the first job).
 
-    ``frame_nbytes`` is what one kept frame costs (for sizing jobs to the budget); ``decoded_elsewhere``
-    says whether the reader's own cache already holds a frame, so it is not kept twice; ``threads`` are the
-    filler decoder's.
+    ``frame_nbytes`` is what one kept frame costs (for sizing jobs to the budget); ``threads`` are the
+    filler decoder's. Frames the reader also holds as RGB are kept here too (a few per GOP), so the reader's
+    smaller cache can let them go without leaving holes in a filled GOP.
     """
 
-    def __init__(self, path: Path, index: FrameIndex, budget_bytes: int, frame_nbytes: int,
-                 decoded_elsewhere: Callable[[int], bool], threads: int = 1) -> None:
+    def __init__(self, path: Path, index: FrameIndex, budget_bytes: int, frame_nbytes: int, threads: int = 1) -> None:
         self.path, self.index = Path(path), index
         self.store = FrameCache(budget_bytes)
         self.frames_filled = 0
         self._frame_nbytes = frame_nbytes
-        self._decoded_elsewhere = decoded_elsewhere
         self._threads = threads
         self._to_rgb = RgbConverter()
         self._changed = threading.Condition()
@@ -192,7 +190,7 @@ class GopFiller:
 
     def _fill(self, job: FillJob) -> bool:
         """Decode ``job``'s missing frames into the store; False if a newer job or closing cut it short."""
-        missing = [i for i in range(job.start, job.stop) if not self._have(i)]
+        missing = [i for i in range(job.start, job.stop) if i not in self.store]
         if not missing:
             return True
         first, last = missing[0], missing[-1]
@@ -207,16 +205,13 @@ class GopFiller:
             frame_index = self._index_of(frame)
             if frame_index < 0:
                 continue
-            if frame_index >= first and frame_index in job and not self._have(frame_index):
+            if frame_index >= first and frame_index in job and frame_index not in self.store:
                 self.store.put(frame_index, keep_frame(frame))
                 self.frames_filled += 1
             self._move_to(frame_index + 1)
             if frame_index >= last:
                 return True
         return True
-
-    def _have(self, frame_index: int) -> bool:
-        return frame_index in self.store or self._decoded_elsewhere(frame_index)
 
     def _may_continue(self, job: FillJob) -> bool:
         with self._changed:

@@ -343,7 +343,7 @@ class VideoReader:
         if self._gop_cache_bytes <= 0:
             return None
         frame_nbytes = kept_nbytes(self.info.pix_fmt, self.width, self.height)
-        filler = GopFiller(self.path, self.index, self._gop_cache_bytes, frame_nbytes, self._cache.__contains__,
+        filler = GopFiller(self.path, self.index, self._gop_cache_bytes, frame_nbytes,
                            threads=max(1, min(self._threads // 2, 4)))  # half the reader's: cores stay free for the UI
         weakref.finalize(self, filler.close)  # stops its thread when the reader is dropped unclosed
         return filler
