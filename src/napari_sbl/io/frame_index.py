@@ -38,6 +38,13 @@ class FrameIndex:
         pos = int(np.searchsorted(self.keyframes, frame_index, side="right")) - 1
         return int(self.keyframes[max(pos, 0)])
 
+    def gop_of(self, frame_index: int) -> tuple[int, int]:
+        """(first, one past the last) frame of the group of pictures holding ``frame_index``:
+        from its keyframe up to the next keyframe or the end."""
+        pos = max(int(np.searchsorted(self.keyframes, frame_index, side="right")) - 1, 0)
+        stop = int(self.keyframes[pos + 1]) if pos + 1 < self.keyframes.size else self.n_frames
+        return int(self.keyframes[pos]), stop
+
     def index_of_pts(self, pts: int) -> int:
         """Frame index of a timestamp, or -1 if no frame has it."""
         pos = int(np.searchsorted(self.pts, pts))

@@ -3,7 +3,8 @@
 Nothing is loaded whole: the reader demuxes once to index frames (see :mod:`.frame_index`),
 then decodes on demand. A decoder cursor makes sequential reads run at full decode speed, a
 seek to the last keyframe makes random access exact, and a byte-budgeted cache of decoded
-frames makes stepping back and forth instant.
+frames makes stepping back and forth instant. While a user scrubs, a background filler decodes the
+rest of each GOP visited (see :mod:`.gop_filler`), so moving around a position is served from memory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,10 @@ import numpy as np
 from napari_sbl.errors import VideoError
 from napari_sbl.io.frame_cache import FrameCache
 from napari_sbl.io.frame_index import FrameIndex, build_frame_index
+from napari_sbl.io.gop_filler import DEFAULT_GOP_CACHE_BYTES, GopFiller
+from napari_sbl.io.kept_frame import keep_frame, kept_nbytes
+from napari_sbl.io.packet_decoding import decode_packets, open_video_stream
+from napari_sbl.io.request_history import RequestHistory
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,9 @@ class VideoReader:
     """Random and sequential access to the frames of one video file, as (H, W, 3) uint8 RGB.
 
     Thread-safe (one lock around the decoder) and picklable (reopens lazily), so napari's
-    slicing threads and dask workers can share it.
+    slicing threads and dask workers can share it. ``cache_bytes`` bounds the frames the reader
+    decodes itself; ``gop_cache_bytes`` bounds the GOPs filled in the background while a user
+    scrubs (0 turns the filler off).
     """
 
     def __init__(
@@ -63,9 +71,11 @@ class VideoReader:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         threads: int | None = None,
         allow_truncated: bool = False,
+        gop_cache_bytes: int = DEFAULT_GOP_CACHE_BYTES,
     ) -> None:
         self.path = Path(path)
         self._cache_bytes = cache_bytes
+        self._gop_cache_bytes = gop_cache_bytes
         self._threads = threads if threads is not None else min(os.cpu_count() or 1, 8)
         self._allow_truncated = allow_truncated
         self._lock = threading.RLock()
@@ -75,7 +85,11 @@ class VideoReader:
         self._cursor: Iterator | None = None
         self._cursor_next = -1
         self._full_decode_from_pts = 0
+        self._history = RequestHistory()
+        self.frames_decoded = 0
+        """Frames the foreground decoder has produced (instrumentation: cache hits do not count)."""
         self.damaged_frames: set[int] = set()
+        self.gop_filler: GopFiller | None = None
         self._open()
         self.index = frame_index if frame_index is not None else build_frame_index(
             self._container, self._stream, self.path
@@ -83,6 +97,7 @@ class VideoReader:
         self._prime_decoder()
         self._check_tail()
         self.info = self._make_info()
+        self.gop_filler = self._make_filler()
 
     # -- properties of the FrameSource protocol -------------------------------------------------
     @property
@@ -107,24 +122,10 @@ class VideoReader:
 
     # -- opening --------------------------------------------------------------------------------
     def _open(self) -> None:
-        import av
-
-        if not self.path.exists():
-            raise VideoError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise VideoError(f"{self.path}: is a folder, not a video file")
-        try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
-        except av.error.FFmpegError as err:
-            raise VideoError(_describe_open_error(self.path, err)) from err
-        if not self._container.streams.video:
-            raise VideoError(f"{self.path}: the file has no video stream")
-        self._stream = self._container.streams.video[0]
+        self._container, self._stream = open_video_stream(self.path, self._threads)
         ctx = self._stream.codec_context
         if ctx.name is None or ctx.width == 0:
             raise VideoError(f"{self.path}: unsupported or unknown video codec")
-        self._stream.thread_type = "AUTO" if self._threads > 1 else "SLICE"
-        self._stream.thread_count = self._threads
         self._cursor, self._cursor_next = None, -1
 
     def _make_info(self) -> VideoInfo:
@@ -208,11 +209,41 @@ class VideoReader:
     def frame(self, frame_index: int) -> np.ndarray:
         """Frame ``frame_index`` as (H, W, 3) uint8 RGB; negative indices count from the end."""
         frame_index = self._normalise_index(frame_index)
+        self._history.record(frame_index)
+        if self.gop_filler is not None and self._history.playing():
+            self.gop_filler.drop_jobs()
+        cached = self._cache.get(frame_index)
+        if cached is not None:
+            return cached
+        filled = self._filled(frame_index)
+        if filled is not None:
+            return filled
         with self._lock:
-            cached = self._cache.get(frame_index)
-            if cached is not None:
-                return cached
+            return self._decode_or_wait(frame_index)
+
+    def _filled(self, frame_index: int) -> np.ndarray | None:
+        """A frame the background filler decoded, kept as RGB from now on (stepping next to it stays instant)."""
+        image = self.gop_filler.rgb(frame_index) if self.gop_filler is not None else None
+        if image is not None:
+            self._cache.put(frame_index, image)
+        return image
+
+    def _decode_or_wait(self, frame_index: int) -> np.ndarray:
+        cached = self._cache.get(frame_index)  # another thread may have decoded it meanwhile
+        if cached is not None:
+            return cached
+        filler = self.gop_filler
+        if filler is None:
             return self._decode_to(frame_index, keep_behind=self._keep_behind(frame_index))
+        image = filler.wait_for(frame_index, self._decoder_start(frame_index))
+        if image is not None:
+            self._cache.put(frame_index, image)
+            return image
+        with filler.foreground():
+            image = self._decode_to(frame_index, keep_behind=self._keep_behind(frame_index))
+        if self._history.scrubbing():
+            filler.fill_around(frame_index)
+        return image
 
     def __getitem__(self, frame_index: int) -> np.ndarray:
         return self.frame(frame_index)
@@ -245,28 +276,33 @@ class VideoReader:
         if stepping_back:
             frame_bytes = self.height * self.width * 3
             return self._cache.capacity_frames(frame_bytes) // 2
-        keyframe = self.index.keyframe_before(frame_index)
-        reading_on = self._cursor is not None and keyframe <= self._cursor_next <= frame_index
-        return 0 if reading_on else KEEP_BEHIND_FRAMES
+        return 0 if self._reads_on_to(frame_index) else KEEP_BEHIND_FRAMES
+
+    def _reads_on_to(self, target: int) -> bool:
+        """The decoder cursor sits in ``target``'s GOP, at or before it: decoding can go on from there."""
+        return self._cursor is not None and self.index.keyframe_before(target) <= self._cursor_next <= target
+
+    def _decoder_start(self, target: int) -> int:
+        """Where decoding toward ``target`` starts: the cursor if it can read on, else the keyframe."""
+        return self._cursor_next if self._reads_on_to(target) else self.index.keyframe_before(target)
 
     def _decode_to(self, target: int, keep_behind: int) -> np.ndarray:
-        keyframe = self.index.keyframe_before(target)
-        if not (self._cursor is not None and keyframe <= self._cursor_next <= target):
-            self._seek(keyframe)
+        if not self._reads_on_to(target):
+            self._seek(self.index.keyframe_before(target))
         first_kept = max(target - keep_behind, 0)
         self._full_decode_from_pts = int(self.index.pts[first_kept])
         try:
             while True:
                 frame = next(self._cursor)
+                self.frames_decoded += 1
                 index = self._index_of(frame)
                 if index < 0:
                     continue
                 self._cursor_next = index + 1
                 if index >= first_kept:
-                    image = frame.to_ndarray(format="rgb24")
-                    self._cache.put(index, image)
+                    image = self._keep(index, frame, target)
                     if index >= target:
-                        return image if index == target else self._damaged(target, index)
+                        return image if index == target else self._damaged(target, index, image)
         except StopIteration:
             self._cursor, self._cursor_next = None, -1
             raise VideoError(f"{self.path}: frame {target} cannot be decoded (file ends early)") from None
@@ -274,12 +310,23 @@ class VideoReader:
             self._cursor, self._cursor_next = None, -1
             raise VideoError(f"{self.path}: frame {target} cannot be decoded ({err})") from err
 
-    def _damaged(self, target: int, got: int) -> np.ndarray:
+    def _keep(self, frame_index: int, frame, target: int) -> np.ndarray | None:
+        """Cache a decoded frame: as RGB near the target; further back, as planes in the GOP cache when
+        there is one (a bulk step back then costs a copy per frame, not an RGB conversion)."""
+        if self.gop_filler is not None and frame_index < target - KEEP_BEHIND_FRAMES:
+            self.gop_filler.store.put(frame_index, keep_frame(frame))
+            return None
+        image = frame.to_ndarray(format="rgb24")
+        self._cache.put(frame_index, image)
+        return image
+
+    def _damaged(self, target: int, got: int, image: np.ndarray) -> np.ndarray:
         """The decoder skipped ``target`` (corrupt data): serve the nearest decodable frame."""
         if target not in self.damaged_frames:
             log.warning("%s: frame %d is damaged; showing frame %d instead", self.path.name, target, got)
             self.damaged_frames.add(target)
-        return self._cache.get(target - 1) if target - 1 in self._cache else self._cache.get(got)
+        previous = self._cache.get(target - 1)
+        return previous if previous is not None else image
 
     def _index_of(self, frame) -> int:
         pts = frame.pts if frame.pts is not None else frame.dts
@@ -289,26 +336,21 @@ class VideoReader:
 
     def _seek(self, keyframe: int) -> None:
         self._container.seek(int(self.index.pts[keyframe]), stream=self._stream, backward=True, any_frame=False)
-        self._cursor = self._decoded_frames()
+        self._cursor = decode_packets(self._container, self._stream, lambda: self._full_decode_from_pts)
         self._cursor_next = keyframe
 
-    def _decoded_frames(self) -> Iterator:
-        """Decode packets in order, skipping non-reference frames before the frames we must return.
-
-        A non-reference frame influences no other frame, so skipping it is exact; the switch back
-        to full decoding happens at the first packet whose timestamp reaches the first frame kept,
-        which is before any packet of a kept frame reaches the decoder.
-        """
-        context = self._stream.codec_context
-        for packet in self._container.demux(self._stream):
-            ts = packet.pts if packet.pts is not None else packet.dts
-            wanted = ts is None or ts >= self._full_decode_from_pts
-            mode = "DEFAULT" if wanted else "NONREF"
-            if context.skip_frame != mode:
-                context.skip_frame = mode
-            yield from packet.decode()
+    def _make_filler(self) -> GopFiller | None:
+        if self._gop_cache_bytes <= 0:
+            return None
+        frame_nbytes = kept_nbytes(self.info.pix_fmt, self.width, self.height)
+        filler = GopFiller(self.path, self.index, self._gop_cache_bytes, frame_nbytes,
+                           threads=max(1, min(self._threads // 2, 4)))  # half the reader's: cores stay free for the UI
+        weakref.finalize(self, filler.close)  # stops its thread when the reader is dropped unclosed
+        return filler
 
     def close(self) -> None:
+        if self.gop_filler is not None:
+            self.gop_filler.close()
         with self._lock:
             if self._container is not None:
                 self._container.close()
@@ -322,28 +364,18 @@ class VideoReader:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "index": self.index, "cache_bytes": self._cache_bytes, "threads": self._threads}
+        return {"path": self.path, "index": self.index, "cache_bytes": self._cache_bytes, "threads": self._threads,
+                "gop_cache_bytes": self._gop_cache_bytes}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"], frame_index=state["index"], cache_bytes=state["cache_bytes"],
-                      threads=state["threads"])
+                      threads=state["threads"], gop_cache_bytes=state.get("gop_cache_bytes", DEFAULT_GOP_CACHE_BYTES))
 
 
 def _decode_errors() -> tuple[type[BaseException], ...]:
     import av
 
     return (av.error.FFmpegError,)
-
-
-def _describe_open_error(path: Path, err: Exception) -> str:
-    text = str(err)
-    if "moov atom not found" in text or "Invalid data" in text:
-        return (
-            f"{path}: not a readable video: the file is truncated or still being written (its index is "
-            f"missing), or it is not a video at all ({text}). If a recording was cut off, recover it with a "
-            "repair tool such as untrunc and open the result"
-        )
-    return f"{path}: cannot open video ({text})"
 
 
 def open_video(path: str | Path, **kwargs) -> VideoReader:
