@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtCore import QObject, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QBrush, QColor, QPainter, QPen
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_sbl.behavior.annotation_store import AnnotationSession, store_animal_ids
 from napari_sbl.behavior.annotations import true_runs, value_runs
 from napari_sbl.behavior.timeline_geometry import FrameAxis, RowLayout, drag_range, hit_edge, tick_frames, visible_bars
 from napari_sbl.errors import SblError
 from napari_sbl.widgets._layers import find_session_layers, sbl_info
+from napari_sbl.widgets.timeline_models import ModelChooser
 
 if TYPE_CHECKING:
     import napari
@@ -120,11 +121,6 @@ def shared_label_session(viewer: napari.Viewer, layer_name: str | None = None) -
     shared = SharedLabelSession(AnnotationSession.open(store), layer.name, parent=window)
     shared.setObjectName(name)
     return shared
-
-
-def prediction_models(store) -> list[str]:
-    """Models with ``predictions/<model>/labels`` in the store."""
-    return [m for m in store.children("predictions") if store.has(f"predictions/{m}/labels")]
 
 
 class TimelineCanvas(QWidget):
@@ -304,40 +300,6 @@ class TimelineCanvas(QWidget):
             anchor = axis.view_start + (event.position().x() - axis.x0_px) / axis.px_per_frame
             self.set_view(axis.zoomed(anchor, 1.25**steps))
         event.accept()
-
-
-class ModelChooser(QComboBox):
-    """'(none)' and the store's prediction models, re-read whenever the list opens, so models
-    written after the dock opened (the Infer dock, the CLI) show up without reopening anything."""
-
-    NONE = "(none)"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store = None
-
-    def attach(self, store) -> None:
-        """List ``store``'s models and show the most recently predicted one, if any."""
-        self.store = store
-        models = self.refresh()
-        if models:
-            self.setCurrentText(max(models, key=lambda m: store.attrs(f"predictions/{m}/labels").get("created", "")))
-
-    def refresh(self) -> list[str]:
-        models = prediction_models(self.store) if self.store is not None else []
-        current = self.currentText()
-        self.blockSignals(True)
-        self.clear()
-        self.addItems([self.NONE, *models])
-        self.setCurrentText(current if current in models else self.NONE)
-        self.blockSignals(False)
-        if self.currentText() != current:
-            self.currentTextChanged.emit(self.currentText())
-        return models
-
-    def showPopup(self) -> None:
-        self.refresh()
-        super().showPopup()
 
 
 class TimelineWidget(QWidget):
