@@ -11,8 +11,9 @@ import pytest
 
 from napari_sbl.cli import cluster_cmd
 from napari_sbl.cli.common import add_shared_options
+from napari_sbl.cluster.candidates import read_candidates, send_to_labels
 from napari_sbl.cluster.preprocess import group_codes, load_clips, preprocess_features
-from napari_sbl.cluster.run import ClusterParams, cluster_stores, export_csv, read_candidates, send_to_labels
+from napari_sbl.cluster.run import ClusterParams, cluster_stores, export_csv
 from napari_sbl.cluster.summary import clip_positions, consecutive_runs, group_proportions, row_metadata
 from napari_sbl.project import MetadataError, read_session_metadata
 from napari_sbl.store import layout

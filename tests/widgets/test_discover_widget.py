@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import ConvexHull, cKDTree
 
-from napari_sbl.cluster.run import read_candidates
+from napari_sbl.cluster.candidates import read_candidates
 from tests.cluster.planted import behaviour_centres, planted_store
 
 pytestmark = pytest.mark.gui

@@ -33,7 +33,7 @@ Store layout written here (every array row-aligned with ``embeddings/<encoder>/c
   attrs of every candidates array: ``classes`` (list of class names; ``class_index`` points into it),
   ``sources`` (one record per send: ``{class_name, clustering, embedding, clusters, n_clips}``), ``n_candidates``.
   All six arrays always have the same length; ``class_index`` is written last, so a reader that finds unequal
-  lengths is looking at an interrupted write and should ignore the candidates (``run.read_candidates`` does).
+  lengths is looking at an interrupted write and should ignore the candidates (``candidates.read_candidates`` does).
 """
 
 from __future__ import annotations

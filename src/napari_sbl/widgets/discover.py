@@ -320,7 +320,7 @@ class DiscoverWidget(QWidget):
         self.clips.set_rows(rows, table.start_frame, table.stop_frame, order_key=order)
 
     def send_to_labels(self) -> int:
-        from napari_sbl.cluster.run import send_to_labels
+        from napari_sbl.cluster.candidates import send_to_labels
 
         if self.result is None:
             return 0
