@@ -104,22 +104,33 @@ def mask_moments(labels: np.ndarray, animal_ids: np.ndarray) -> dict[str, np.nda
     the full length of a uniform ellipse); NaN where absent.
     """
     ids = np.asarray(animal_ids, dtype=np.int64).reshape(-1)
-    out = {"area": np.zeros(len(ids)), "centre": np.full((len(ids), 2), np.nan)}
-    for key in ("axis", "major", "minor"):
-        out[key] = np.full(len(ids), np.nan)
     labels = np.asarray(labels)
-    for k, animal_id in enumerate(ids):
-        moments = cv2.moments((labels == animal_id).view(np.uint8), binaryImage=True)
-        area = moments["m00"]
-        if area <= 0:
-            continue
-        cxx, cyy, cxy = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
-        spread = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
-        out["area"][k] = area
-        out["centre"][k] = moments["m10"] / area, moments["m01"] / area
-        out["axis"][k] = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
-        out["major"][k] = 4 * np.sqrt((cxx + cyy) / 2 + spread + 1 / 12)
-        out["minor"][k] = 4 * np.sqrt(max((cxx + cyy) / 2 - spread, 0) + 1 / 12)
+    return stack_bodies([body_moments(labels == animal_id) for animal_id in ids])
+
+
+ABSENT_BODY = {"area": 0.0, "centre": (np.nan, np.nan), "axis": np.nan, "major": np.nan, "minor": np.nan}
+
+
+def body_moments(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> dict[str, float]:
+    """One animal's area, centre (x, y), axis, major and minor length (see :func:`mask_moments`) from its
+    (h, w) bool ``mask``, a cut whose top-left pixel is ``origin`` (x, y) of the frame."""
+    if not mask.size:
+        return dict(ABSENT_BODY)
+    moments = cv2.moments(np.ascontiguousarray(mask).view(np.uint8), binaryImage=True)
+    area = moments["m00"]
+    if area <= 0:
+        return dict(ABSENT_BODY)
+    cxx, cyy, cxy = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
+    spread = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    return {"area": area, "centre": (moments["m10"] / area + origin[0], moments["m01"] / area + origin[1]),
+            "axis": 0.5 * np.arctan2(2 * cxy, cxx - cyy), "major": 4 * np.sqrt((cxx + cyy) / 2 + spread + 1 / 12),
+            "minor": 4 * np.sqrt(max((cxx + cyy) / 2 - spread, 0) + 1 / 12)}
+
+
+def stack_bodies(bodies: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """The :func:`body_moments` of A animals as :func:`mask_moments` returns them (arrays over A)."""
+    out = {key: np.array([body[key] for body in bodies], dtype=float) for key in ("area", "axis", "major", "minor")}
+    out["centre"] = np.array([body["centre"] for body in bodies], dtype=float).reshape(len(bodies), 2)
     return out
 
 
@@ -244,6 +255,11 @@ def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, he
     if jitter is not None:
         clip = apply_photometry(clip[:, :, ::-1] if jitter.mirror else clip, jitter)
     return np.ascontiguousarray(clip)
+
+
+def fill_value(background: str) -> int:
+    """The grey level a constant ``background`` fills the crop with (0 for the others)."""
+    return _FILL.get(background, 0)
 
 
 def warp_crop(frame: np.ndarray, mask: np.ndarray, matrix: np.ndarray, size_px: int,
