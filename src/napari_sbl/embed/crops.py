@@ -1,8 +1,9 @@
-"""The crop pipeline of the embedding step: sampled frames decoded in parallel, cut to each animal's region, and
-registered into the clips an encoder sees.
+"""The crop pipeline of the embedding step: each block's clips, registered on the host or handed uncut to an
+encoder that registers them on its device.
 
-Split from :mod:`napari_sbl.embed.run` (which drives it block by block): decoders keep only the frame regions the
-planned clips will cut, so memory follows the blocks in flight rather than the video.
+Split from :mod:`napari_sbl.embed.run` (which drives it block by block). The sampled frames come from
+:mod:`napari_sbl.embed.samples` (reader threads decoding spans, keeping only the regions the planned clips
+cut, so memory follows the blocks in flight rather than the video).
 """
 
 from __future__ import annotations
@@ -48,16 +49,11 @@ def opencv_single_threaded(workers: int) -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def reopen_video(video):
-    """A second reader of the same file (its own decoder), sharing the frame index."""
-    return type(video)(video.path, frame_index=video.index)
-
-
 class CropBuilder:
     """Registered clips of the planned blocks, block by block: cut on worker threads (:meth:`block`) or
     handed uncut to an encoder that registers them on its device (:meth:`sources`).
 
-    ``blocks``: entry arrays in processing order; ``streams``: reader threads decoding the samples (see
+    ``blocks``: entry arrays in processing order; ``readers``: threads decoding the samples (see
     :mod:`napari_sbl.embed.samples`); ``copies``: augmented copies that will be asked for. Each
     entry's clip is cut from one frame region that all its copies' crops stay inside; each sample keeps the
     union of its entries' regions.
@@ -65,30 +61,28 @@ class CropBuilder:
 
     def __init__(self, video, tracks: TrackSet, plan: ClipPlan, geometry: TrackGeometry,
                  registration: RegistrationParams, seed: int, pool: ThreadPoolExecutor, blocks: list[np.ndarray],
-                 streams: int = 1, copies: int = 0) -> None:
+                 readers: int = 1, copies: int = 0) -> None:
         self.plan, self.registration, self.seed, self.pool, self.blocks = plan, registration, seed, pool, blocks
         self.copies = copies
         self.boxes = [box_size_px(registration, length) for length in geometry.body_length_px()]
         self.filled = [geometry.filled(column) for column in range(len(plan.animal_ids))]
         self.entry_regions = {int(e): self._region(int(e), video.width, video.height) for b in blocks for e in b}
         regions, first_use, self.last_use = self._sample_regions(len(plan.animal_ids))
-        self.samples = SampleStreams(video, tracks, plan, geometry.masks, regions, first_use, streams,
-                                     blocks_ahead(regions, first_use, len(blocks), streams))
-        self.samples.release(0)
+        self.samples = SampleStreams(video, tracks, plan, geometry.masks, regions, first_use, readers,
+                                     blocks_ahead(regions, first_use, len(blocks), readers))
+        self.samples.release(0)  # the readers start now
         self._packed: tuple[int, ClipSources, np.ndarray] | None = None  # (block, regions, origins) of sources()
 
     def block(self, index: int, copy: int = 0) -> np.ndarray:
         """(B, Tc, S, S, C) uint8 clips of block ``index``; ``copy`` k >= 1 jitters each clip reproducibly.
-
-        Asks for the samples of the next blocks too, so the decoders work ahead of registration.
-        """
-        self._request_ahead(index)
+        Lets the readers decode the next blocks' samples meanwhile."""
+        self.samples.release(index)
         return np.stack(list(self.pool.map(lambda entry: self.clip(int(entry), copy), self.blocks[index])))
 
     def sources(self, index: int, copy: int = 0) -> ClipSources:
         """Block ``index`` uncut, for an encoder that registers on its device (the clips of :meth:`block`).
         The regions are packed once per block; each copy only places its clips differently."""
-        self._request_ahead(index)
+        self.samples.release(index)
         if self._packed is None or self._packed[0] != index:
             self._packed = (index, *self._pack(index))
         _, table, origins = self._packed
@@ -128,20 +122,17 @@ class CropBuilder:
             self._packed = None
 
     def clip(self, entry: int, copy: int = 0) -> np.ndarray:
+        """(Tc, S, S, C) uint8: one entry's clip, registered here with OpenCV."""
         column = int(self.plan.entry_column[entry])
         rows = self.plan.clip_rows[self.plan.entry_clip[entry]]
         centres, headings = self.filled[column][0][rows], self.filled[column][1][rows]
         x0, y0, x1, y1 = self.entry_regions[entry]
-        frames, masks = [], []
+        parts = []  # (h, w, 4) views: RGB and the mask, warped together
         for row in rows:
             part, (ox, oy) = self.samples.region(row, column)
-            frames.append(part[y0 - oy : y1 - oy, x0 - ox : x1 - ox, :3])
-            masks.append(part[y0 - oy : y1 - oy, x0 - ox : x1 - ox, 3] > 127)
-        return register_clip(np.stack(frames), np.stack(masks), centres - (x0, y0), headings, self.boxes[column],
+            parts.append(part[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        return register_clip(parts, None, centres - (x0, y0), headings, self.boxes[column],
                              int(self.registration.size_px), self.registration, self._jitter(entry, copy))
-
-    def _request_ahead(self, index: int) -> None:
-        self.samples.release(index)
 
     def _jitter(self, entry: int, copy: int) -> Jitter | None:
         return Jitter.draw(np.random.default_rng([self.seed, copy, entry])) if copy else None

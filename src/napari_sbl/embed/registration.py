@@ -12,6 +12,7 @@ coordinates (x right, y down), so heading 0 faces right and pi/2 faces down.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -228,17 +229,21 @@ def crop_transform(centre: tuple[float, float], heading: float, box_px: float, s
     return np.hstack([rotation, origin[:, None]])
 
 
-def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, headings: np.ndarray,
-                  box_px: float, size_px: int, params: RegistrationParams, jitter: Jitter | None = None) -> np.ndarray:
+def register_clip(frames: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | None, centres: np.ndarray,
+                  headings: np.ndarray, box_px: float, size_px: int, params: RegistrationParams,
+                  jitter: Jitter | None = None) -> np.ndarray:
     """One animal's registered clip.
 
-    ``frames``: (T, H, W, 3) uint8 RGB; ``masks``: (T, H, W) bool, the animal's pixels;
-    ``centres``: (T, 2) (x, y) and ``headings``: (T,) radians, finite (fill gaps first).
-    Returns (T, size_px, size_px, C) uint8 with C = 1 for ``params.grey``, else 3.
+    ``frames``: (T, H, W, 3) uint8 RGB (or T such images); ``masks``: (T, H, W) bool, the animal's pixels,
+    or None when each frame is (H, W, 4) with the mask (0/255) as its fourth channel (warped with the
+    colours in one pass); ``centres``: (T, 2) (x, y) and ``headings``: (T,) radians, finite (fill gaps
+    first). Returns (T, size_px, size_px, C) uint8 with C = 1 for ``params.grey``, else 3.
     """
-    frames, masks = np.asarray(frames), np.asarray(masks)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
-        raise RegistrationError(f"frames must be (T, H, W, 3), masks (T, H, W); got {frames.shape}, {masks.shape}")
+    channels = 4 if masks is None else 3
+    if any(np.ndim(frame) != 3 or np.shape(frame)[-1] != channels for frame in frames) or (
+            masks is not None and [np.shape(m) for m in masks] != [np.shape(f)[:2] for f in frames]):
+        raise RegistrationError(f"frames must be (T, H, W, {channels}){'' if masks is None else ', masks (T, H, W)'};"
+                                f" got {[np.shape(f) for f in frames[:1]]}, {np.shape(masks)}")
     if len(centres) != len(frames) or len(headings) != len(frames):
         raise RegistrationError(f"{len(frames)} frames but {len(centres)} centres and {len(headings)} headings")
     if not (np.isfinite(centres).all() and np.isfinite(headings).all()):
@@ -247,7 +252,7 @@ def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, he
     for t in range(len(frames)):
         k = 0 if params.anchor == "first" else t
         matrix = crop_transform(centres[k], headings[k], box_px, size_px, params.align == "body", jitter)
-        crop, alpha = warp_crop(frames[t], masks[t], matrix, size_px, params.background)
+        crop, alpha = warp_crop(frames[t], None if masks is None else masks[t], matrix, size_px, params.background)
         crops.append(crop)
         alphas.append(alpha)
     clip = normalize_clip(to_channels(np.stack(crops), params.grey), params.normalize)
@@ -262,14 +267,22 @@ def fill_value(background: str) -> int:
     return _FILL.get(background, 0)
 
 
-def warp_crop(frame: np.ndarray, mask: np.ndarray, matrix: np.ndarray, size_px: int,
+def warp_crop(frame: np.ndarray, mask: np.ndarray | None, matrix: np.ndarray, size_px: int,
               background: str) -> tuple[np.ndarray, np.ndarray]:
-    """The crop (S, S, 3) uint8 and the animal's coverage (S, S) float32 in [0, 1] under ``matrix``."""
+    """The crop (S, S, 3) uint8 and the animal's coverage (S, S) float32 in [0, 1] under ``matrix``;
+    ``mask`` None: ``frame`` is (H, W, 4) RGB plus the mask (0/255)."""
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    size = (size_px, size_px)
+    if mask is None and background not in ("keep", "blur"):  # both borders constant: one warp of all four
+        value = (_FILL.get(background, 0),) * 3 + (0,)
+        both = cv2.warpAffine(frame, matrix, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=value)
+        return both[..., :3], both[..., 3].astype(np.float32) / 255
+    if mask is None:
+        frame, mask = cv2.cvtColor(frame, cv2.COLOR_RGBA2RGB), cv2.extractChannel(frame, 3) > 127
     border = cv2.BORDER_REPLICATE if background in ("keep", "blur") else cv2.BORDER_CONSTANT
     value = (_FILL.get(background, 0),) * 3
-    crop = cv2.warpAffine(frame, matrix, (size_px, size_px), flags=flags, borderMode=border, borderValue=value)
-    coverage = cv2.warpAffine(mask.astype(np.uint8) * np.uint8(255), matrix, (size_px, size_px), flags=flags,
+    crop = cv2.warpAffine(frame, matrix, size, flags=flags, borderMode=border, borderValue=value)
+    coverage = cv2.warpAffine(mask.astype(np.uint8) * np.uint8(255), matrix, size, flags=flags,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, coverage.astype(np.float32) / 255
 
