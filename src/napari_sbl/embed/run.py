@@ -31,7 +31,6 @@ from napari_sbl.embed.clips import ClipPlan, EmbedError, EmbedParams, build_plan
 from napari_sbl.embed.crops import CropBuilder as CropBuilder  # ``X as X``: re-exported from the crop pipeline
 from napari_sbl.embed.crops import iter_samples as iter_samples
 from napari_sbl.embed.crops import opencv_single_threaded as opencv_single_threaded
-from napari_sbl.embed.crops import reopen_video as reopen_video
 from napari_sbl.embed.encoder import (
     ClipBatch,
     EncodedBatch,
@@ -278,7 +277,8 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
     if blocks:
         readers = max(1, min(MAX_DECODERS, params.workers)) if encoder.needs_crops else 1
         entries = [np.arange(start, stop) for start, stop in blocks]
-        with ThreadPoolExecutor(params.workers, thread_name_prefix="embed") as pool:
+        threads = params.workers if encoder.needs_crops else 1  # OpenCV keeps its own pool for the motion PCA
+        with ThreadPoolExecutor(params.workers, thread_name_prefix="embed") as pool, opencv_single_threaded(threads):
             builder = CropBuilder(video, tracks, plan, geometry, registration, params.seed, pool,
                                   entries if encoder.needs_crops else [], readers, params.augment_copies)
             try:  # the readers start on the first blocks while the encoder loads
@@ -289,8 +289,7 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
                 cut = "device" if encoder.needs_crops and registers_on_device(encoder) else \
                     "host" if encoder.needs_crops else None
                 make = _batch_maker(plan, builder, entries, cut, params.augment_copies)
-                with opencv_single_threaded(params.workers):
-                    written = run_blocks(blocks, make, encoder, writer, reporter)
+                written = run_blocks(blocks, make, encoder, writer, reporter)
             finally:
                 builder.samples.close()
     complete = writer.finish()

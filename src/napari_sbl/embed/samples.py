@@ -1,7 +1,8 @@
 """The sampled frames' regions the blocks of clips need, decoded in spans by reader threads, ahead of use.
 
-Samples are split into spans: runs of consecutive needed samples about two keyframe intervals long, so
-that a span is decoded forward by one decoder and the seek to its first keyframe costs little. Reader
+Samples are split into spans: runs of consecutive needed samples that start at a keyframe and cover about
+two keyframe intervals (one, when a short plan would leave readers idle), so that a span is decoded forward
+by one decoder and its seek decodes nothing it does not use. Reader
 threads (each with a decoder of its own, :class:`~napari_sbl.io.regions.FrameRegionReader`) take spans in
 the order the blocks first need them, preferring the span that continues the one they just read (no seek
 at all), and never more than ``ahead`` blocks beyond the block being assembled, which bounds memory. So
@@ -42,7 +43,7 @@ class SampleStreams:
         self.ahead = ahead
         needed = np.flatnonzero(first_use >= 0)
         self._wanted = plan.sample_frames[needed]
-        self._pending = spans_of(needed, first_use, self._span_samples())
+        self._pending = spans_of(needed, first_use, self._groups(needed), self._span_samples())
         self._futures: dict[int, Future] = {int(row): Future() for row in needed}
         self._released = -1
         self._closed = False
@@ -85,13 +86,23 @@ class SampleStreams:
 
     # -- reader threads ---------------------------------------------------------------------------------
     def _span_samples(self) -> int:
-        """Samples per span: two keyframe intervals' worth, at least MIN_SPAN_SAMPLES."""
+        """Samples per span: two keyframe intervals' worth, or as few as one interval's when there would not
+        be a span for every reader; at least MIN_SPAN_SAMPLES."""
+        needed = len(self._wanted)
         if not self.from_file or len(self.video.index.keyframes) < 2:
-            return max(MIN_SPAN_SAMPLES, len(self.plan.sample_frames))
+            return max(MIN_SPAN_SAMPLES, needed)
         frames_per_sample = max(np.median(np.diff(self.plan.sample_frames)) if len(self.plan.sample_frames) > 1
                                 else 1.0, 1.0)
-        interval = float(np.median(np.diff(self.video.index.keyframes)))
-        return max(MIN_SPAN_SAMPLES, int(KEYFRAME_INTERVALS_PER_SPAN * interval / frames_per_sample))
+        interval = float(np.median(np.diff(self.video.index.keyframes))) / frames_per_sample
+        span = np.clip(-(-needed // self.readers), interval, KEYFRAME_INTERVALS_PER_SPAN * interval)
+        return max(MIN_SPAN_SAMPLES, int(span))
+
+    def _groups(self, rows: np.ndarray) -> np.ndarray:
+        """(N,) the keyframe interval each of ``rows`` lies in (all 0 for sources that are not files)."""
+        if not self.from_file:
+            return np.zeros(len(rows), np.int64)
+        frames = self.plan.sample_frames[rows]
+        return np.searchsorted(self.video.index.keyframes, frames, side="right") - 1
 
     def _read(self) -> None:
         reader, last_row = None, -2
@@ -100,13 +111,12 @@ class SampleStreams:
                 span = self._next_span(last_row)
                 if span is None:
                     return
-                if reader is None:
-                    reader = self._open()
                 for row in span:
                     if self._closed:
                         return
                     future = self._futures.get(int(row))
                     try:
+                        reader = reader or self._open()
                         result = self._load(reader, int(row))
                     except BaseException as err:  # handed to whoever waits for this sample
                         if future is not None:
@@ -151,14 +161,17 @@ class SampleStreams:
         return {int(column): (part, (box[0], box[1])) for column, box, part in zip(columns, boxes, parts, strict=True)}
 
 
-def spans_of(rows: np.ndarray, first_use: np.ndarray, length: int) -> list[tuple[int, np.ndarray]]:
-    """(first block needing it, rows) of each span: runs of at most ``length`` consecutive needed ``rows``,
-    in the order they are needed."""
-    spans = []
-    for run in np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1):
-        for first in range(0, len(run), length):
-            part = run[first : first + length]
+def spans_of(rows: np.ndarray, first_use: np.ndarray, groups: np.ndarray, length: int
+             ) -> list[tuple[int, np.ndarray]]:
+    """(first block needing it, rows) of each span, in the order they are needed: runs of consecutive needed
+    ``rows`` (N,) that end once they hold ``length`` samples and the next row starts a new group (keyframe
+    interval, ``groups`` (N,)), so that every span but a run's first starts right after a keyframe."""
+    spans, start = [], 0
+    for k in range(1, len(rows) + 1):
+        if k == len(rows) or rows[k] != rows[k - 1] + 1 or (k - start >= length and groups[k] != groups[k - 1]):
+            part = rows[start:k]
             spans.append((int(first_use[part].min()), part))
+            start = k
     return sorted(spans, key=lambda span: (span[0], int(span[1][0])))
 
 
