@@ -190,8 +190,9 @@ def markdown(stride: int, rows: list[tuple]) -> list[str]:
     lines = ["", f"## stride {stride} (a clip every {stride} sampled frames)", "",
              "| path | crops | compute | batch | clips | seconds | clips/s | after the 1st block | × seed |",
              "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {crops} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | {steady:.1f} | "
-              f"{n / sec / seed_rate:.1f} |" for name, crops, dtype, batch, n, sec, steady in rows]
+    lines += [f"| {name} | {crops} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | "
+              f"{f'{steady:.1f}' if np.isfinite(steady) else '–'} | {n / sec / seed_rate:.1f} |"
+              for name, crops, dtype, batch, n, sec, steady in rows]
     return lines
 
 
