@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sbl.embed.clips import EmbedParams, build_plan, load_tracks
-from napari_sbl.embed.samples import SampleStreams, spans_of
+from napari_sbl.embed.samples import SampleRegions, spans_of
 from napari_sbl.errors import VideoError
 from napari_sbl.progress import Reporter
 from tests.embed.test_embed_step import make_session
@@ -36,30 +36,30 @@ def planned(folder):
 def test_readers_return_each_samples_regions_and_masks(tmp_path):
     video, tracks, plan, geometry, regions = planned(tmp_path / "session")
     first_use = np.arange(len(plan.sample_frames)) // 5  # five samples per "block"
-    streams = SampleStreams(video, tracks, plan, geometry.masks, regions, first_use, readers=3, ahead=1)
+    samples = SampleRegions(video, tracks, plan, geometry.masks, regions, first_use, readers=3, ahead=1)
     try:
-        streams.release(first_use.max())
+        samples.release(first_use.max())
         for row in range(len(plan.sample_frames)):
             frame = video.frame(int(plan.sample_frames[row]))
             labels = tracks.labels(int(plan.sample_frames[row]))
             for column in np.flatnonzero(regions[row, :, 2] > 0):
                 x0, y0, x1, y1 = regions[row, column]
-                part, origin = streams.region(row, column)
+                part, origin = samples.region(row, column)
                 assert origin == (x0, y0) and part.shape == (y1 - y0, x1 - x0, 4)
                 assert np.abs(part[..., :3].astype(int) - frame[y0:y1, x0:x1]).max() <= 1
                 np.testing.assert_array_equal(part[..., 3] == 255, labels[y0:y1, x0:x1] == column + 1)
     finally:
-        streams.close()
+        samples.close()
 
 
 def test_a_reader_failure_reaches_the_waiting_block(tmp_path):
     video, tracks, plan, geometry, regions = planned(tmp_path / "session")
     video.path.rename(video.path.with_suffix(".gone"))  # the readers open their own decoders: they fail
     first_use = np.zeros(len(plan.sample_frames), np.int64)
-    streams = SampleStreams(video, tracks, plan, geometry.masks, regions, first_use, readers=2, ahead=1)
+    samples = SampleRegions(video, tracks, plan, geometry.masks, regions, first_use, readers=2, ahead=1)
     try:
-        streams.release(0)
+        samples.release(0)
         with pytest.raises(VideoError):
-            streams.region(0, 0)
+            samples.region(0, 0)
     finally:
-        streams.close()
+        samples.close()

@@ -18,7 +18,7 @@ import numpy as np
 from napari_sbl.embed.clip_sources import ClipSources, pack_sources, photometry_of
 from napari_sbl.embed.clips import ClipPlan, TrackGeometry, TrackSet
 from napari_sbl.embed.registration import Jitter, RegistrationParams, box_size_px, crop_transform, register_clip
-from napari_sbl.embed.samples import SampleStreams
+from napari_sbl.embed.samples import SampleRegions
 
 DECODED_BYTES_AHEAD = 2 << 30
 """Decoded sample regions the readers may hold ahead of the encoder (2 GiB)."""
@@ -68,7 +68,7 @@ class CropBuilder:
         self.filled = [geometry.filled(column) for column in range(len(plan.animal_ids))]
         self.entry_regions = {int(e): self._region(int(e), video.width, video.height) for b in blocks for e in b}
         regions, first_use, self.last_use = self._sample_regions(len(plan.animal_ids))
-        self.samples = SampleStreams(video, tracks, plan, geometry.masks, regions, first_use, readers,
+        self.samples = SampleRegions(video, tracks, plan, geometry.masks, regions, first_use, readers,
                                      blocks_ahead(regions, first_use, len(blocks), readers))
         self.samples.release(0)  # the readers start now
         self._packed: tuple[int, ClipSources, np.ndarray] | None = None  # (block, regions, origins) of sources()

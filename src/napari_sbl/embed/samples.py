@@ -2,12 +2,12 @@
 
 Samples are split into spans: runs of consecutive needed samples that start at a keyframe and cover about
 two keyframe intervals (one, when a short plan would leave readers idle), so that a span is decoded forward
-by one decoder and its seek decodes nothing it does not use. Reader
-threads (each with a decoder of its own, :class:`~napari_sbl.io.regions.FrameRegionReader`) take spans in
-the order the blocks first need them, preferring the span that continues the one they just read (no seek
-at all), and never more than ``ahead`` blocks beyond the block being assembled, which bounds memory. So
-the first block's samples come from several readers at once, and later spans stream in while the encoder
-works. Each decoded sample keeps, per animal, the region its clips cut: RGB plus the animal's mask (0/255).
+by one decoder and its seek decodes nothing it does not use. Reader threads (each with a decoder of its own,
+:class:`~napari_sbl.io.regions.FrameRegionReader`) take spans in the order the blocks first need them,
+preferring the span that continues the one they just read (no seek at all), and never more than ``ahead``
+blocks beyond the block being assembled, which bounds memory. So the first block's samples come from several
+readers at once, and later spans stream in while the encoder works. Each decoded sample keeps, per animal,
+the region its clips cut: RGB plus the animal's mask (0/255).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MIN_SPAN_SAMPLES = 32
 KEYFRAME_INTERVALS_PER_SPAN = 2
 
 
-class SampleStreams:
+class SampleRegions:
     """Regions of the needed samples, decoded by ``readers`` threads (see the module docstring).
 
     ``regions`` (M, A, 4): per sample and animal the frame box to keep (x1 = 0: not needed);
