@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed_input import NullEncoder, run_input_only, stage_times
+from embed_input import NullEncoder, run_step, stage_times
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "data" / "videos" / "mouse_openfield_dlc.mp4"
@@ -140,8 +140,8 @@ def run_ours(video, store, args: argparse.Namespace, registration, backbones: di
         else:
             encoder = VideoPrismClipEncoder(params, backbones[dtype], crops_on_device=on_device)
             encoder.prepare(None)
-        run_input_only(video, store, params, encoder)  # compiles every shape this plan makes
-        clips, seconds, steady = run_input_only(video, store, params, encoder)
+        run_step(video, store, params, encoder)  # compiles every shape this plan makes
+        clips, seconds, steady = run_step(video, store, params, encoder)
         rows.append((name, crops, dtype or "–", args.batch_size, clips, seconds, steady))
         print(f"{name:>10} {crops:>6} crops (stride {stride}): {clips} clips in {seconds:.2f} s, "
               f"{steady:.1f} clips/s after the first block", flush=True)

@@ -93,8 +93,8 @@ class ClipClock:
         return (written[-1][1] - written[0][1]) / (written[-1][0] - written[0][0])
 
 
-def run_input_only(video, store, params, encoder) -> tuple[int, float, float]:
-    """(clips, seconds, steady clips/s) of one input-only run over the whole plan."""
+def run_step(video, store, params, encoder) -> tuple[int, float, float]:
+    """(clips, seconds, steady clips/s) of one run of the embedding step over the whole plan."""
     from napari_sbl.embed.run import embed_video
     from napari_sbl.progress import Reporter
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, encoder in (("input-only, host crops", NullEncoder(registration)),
                               ("input-only, device crops" + ("" if args.cut_on_device else " (not cut)"),
                                NullEncoder(registration, on_device=True, cut=args.cut_on_device))):
-            clips, seconds, steady = run_input_only(video, store, params, encoder)
+            clips, seconds, steady = run_step(video, store, params, encoder)
             lines.append(f"| {name} | {clips} | {seconds:.2f} | {clips / seconds:.1f} | {steady:.1f} |")
         print("\n".join(lines + stage_times(video, store, params, args.workers)))
     finally:
