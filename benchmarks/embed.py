@@ -3,15 +3,22 @@
 The real mouse video is tracked with the classical tracker first (timed on its own), then every clip of
 the mouse is embedded, in one process on one device, by:
 
-- ``ours-bf16``: napari-sbl's embedding step: the sampled frames decode on a producer thread while
-  worker threads read masks and register clips, uint8 crops go to the device, tokens are pooled on
-  the device, bf16 compute, batches of 32, block k+1 prepared while block k computes and k-1 is written;
-- ``ours-fp32``: the same pipeline in fp32 (TF32 matmuls on GPU), to separate precision from pipelining;
+- ``ours-bf16``: napari-sbl's embedding step: planning reads each sampled mask once; reader threads decode
+  spans of the sampled frames (only the regions the clips use); each block's regions go to the device once
+  as uint8 and the clips are registered there, inside the jitted step (``device`` crops); tokens are pooled
+  on the device, bf16 compute, batches of 32, block k+1 prepared while block k computes and k-1 is written;
+- ``ours-bf16``, ``host`` crops: the same, with the clips registered by OpenCV on worker threads (the path
+  the previous results measured, now with the new decoding and mask reading);
+- ``ours-fp32``: device crops in fp32 (TF32 matmuls on GPU), to separate precision from pipelining;
 - ``seed-fp32``: the seed's way: clip after clip on one thread (decode the clip's frames, register,
   write the clip to a temporary .mp4, read it back), batches of 8, fp32, the full token grid copied to
   the host and pooled with NumPy, then stored (on the first ``--seed-clips`` clips: it is slow);
-- ``input-only``: our pipeline with an encoder that computes nothing: the decode/registration bound.
+- ``input-only``: our pipeline with an encoder that computes nothing (host crops), or that only registers
+  the clips on the device (device crops): the input-side bound of each path.
 
+Every row runs twice and the second run is timed, so no compilation is in the numbers. "after the 1st block"
+is the rate from the first written block to the last: the steady state, without planning and pipeline fill
+(on this 78-s video those weigh: at stride 8 the whole plan is 4 blocks).
 Weights are random (the GPU machine is offline; speed does not depend on their values).
 
     python benchmarks/embed.py --out benchmarks/results/embed.md     # on a GPU
@@ -30,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from embed_input import NullEncoder, run_step, stage_times
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "data" / "videos" / "mouse_openfield_dlc.mp4"
@@ -55,36 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "tiny", 240, 36, 8, 4, 12, [8]
         args.workers = min(args.workers, 2)
     return args
-
-
-class NullEncoder:
-    """Takes the crops and computes nothing: measures decoding and registration alone (and shows that a
-    new encoder is one small class)."""
-
-    name, needs_crops = "input-only", True
-
-    def __init__(self, registration) -> None:
-        self._registration = registration
-
-    def registration(self):
-        return self._registration
-
-    def layout(self):
-        from napari_sbl.embed.encoder import EmbeddingLayout
-
-        return EmbeddingLayout(dim=1)
-
-    def prepare(self, context) -> None:
-        pass
-
-    def encode(self, batch):
-        from napari_sbl.embed.encoder import EncodedBatch
-
-        count, steps = batch.crops.shape[:2]
-        return EncodedBatch(np.zeros((count, 1)), np.zeros((count, steps, 1)))
-
-    def provenance(self) -> dict:
-        return {"encoder": self.name, "checkpoint_sha256": None}
 
 
 def adaptive_pool_numpy(tokens: np.ndarray, grid: int) -> np.ndarray:
@@ -147,77 +126,73 @@ def params_for(args: argparse.Namespace, registration, dtype: str, stride: int, 
 
 
 def run_ours(video, store, args: argparse.Namespace, registration, backbones: dict, stride: int) -> list[tuple]:
-    """input-only, ours-bf16 and ours-fp32 over the whole video; rows (path, dtype, batch, clips, seconds)."""
-    from napari_sbl.embed.encoder import ClipBatch
-    from napari_sbl.embed.run import embed_video
+    """The input-only and ours rows over the whole video; rows (path, crops, dtype, batch, clips, seconds, steady)."""
     from napari_sbl.embed.videoprism_encoder import VideoPrismClipEncoder
-    from napari_sbl.progress import Reporter
 
     rows = []
-    for name, dtype in (("input-only", None), ("ours-bf16", "bfloat16"), ("ours-fp32", "float32")):
+    for name, crops, dtype in (("input-only", "host", None), ("input-only", "device", None),
+                               ("ours-bf16", "device", "bfloat16"), ("ours-bf16", "host", "bfloat16"),
+                               ("ours-fp32", "device", "float32")):
         params = params_for(args, registration, dtype or "float32", stride, args.batch_size)
-        encoder = NullEncoder(registration) if dtype is None else VideoPrismClipEncoder(params, backbones[dtype])
-        if dtype is not None:  # compile outside the timing: every block has the same (padded) shape
+        on_device = crops == "device"
+        if dtype is None:
+            encoder = NullEncoder(registration, on_device=on_device)
+        else:
+            encoder = VideoPrismClipEncoder(params, backbones[dtype], crops_on_device=on_device)
             encoder.prepare(None)
-            shape = (args.batch_size, params.clip_frames, registration.size_px, registration.size_px, 3)
-            np.asarray(encoder.encode(ClipBatch(*(np.zeros(1),) * 3, np.zeros(shape, np.uint8))).clips)
-        summary = embed_video(video, store, params, Reporter(), encoder=encoder, overwrite=True)
-        rows.append((name, dtype or "–", args.batch_size, summary.n_clips, summary.seconds))
-        print(f"{name:>10} (stride {stride}): {summary.n_clips} clips in {summary.seconds:.2f} s", flush=True)
+        run_step(video, store, params, encoder)  # compiles every shape this plan makes
+        clips, seconds, steady = run_step(video, store, params, encoder)
+        rows.append((name, crops, dtype or "–", args.batch_size, clips, seconds, steady))
+        print(f"{name:>10} {crops:>6} crops (stride {stride}): {clips} clips in {seconds:.2f} s, "
+              f"{steady:.1f} clips/s after the first block", flush=True)
     return rows
 
 
-def stage_times(video, store, params, workers: int) -> list[str]:
-    """Where the input side spends its time: planning, decoding (1 and 4 readers), registering."""
+def device_stages(video, store, params, workers: int) -> list[str]:
+    """Markdown lines: one block's upload and device registration, timed alone on the device."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import jax
+
     from napari_sbl.embed.clips import build_plan, load_tracks
-    from napari_sbl.embed.run import CropBuilder, opencv_single_threaded, reopen_video
+    from napari_sbl.embed.crops import CropBuilder
+    from napari_sbl.embed.device_registration import DeviceCrops, compiled_registration
     from napari_sbl.progress import Reporter
 
     tracks = load_tracks(store, video.n_frames, video.height, video.width)
-    began = time.perf_counter()
     plan, geometry = build_plan(video, tracks, params, Reporter(), workers)
-    plan_s = time.perf_counter() - began
-    samples = plan.sample_frames
-    decode = {}
-    for readers in (1, 4):
-        spans = np.array_split(samples, readers)
-        videos = [reopen_video(video) for _ in spans]
-        began = time.perf_counter()
-        with ThreadPoolExecutor(readers) as pool:
-            list(pool.map(lambda pair: [pair[0].frame(int(i)) for i in pair[1]], zip(videos, spans, strict=True)))
-        decode[readers] = len(samples) / (time.perf_counter() - began)
-    entries = np.arange(min(64, plan.n_entries))
-    register = {}
-    for threads in (1, workers):
-        with ThreadPoolExecutor(threads) as pool:
-            builder = CropBuilder(video, tracks, plan, geometry, params.registration, 0, pool, [entries])
-            builder.samples.request(plan.rows(entries))
-            for entry in entries:  # decoded before the clock starts
-                [builder.samples.region(row, plan.entry_column[entry]) for row in plan.rows(np.array([entry]))[0]]
-            began = time.perf_counter()
-            with opencv_single_threaded(threads):
-                builder.block(0)
-            register[threads] = len(entries) / (time.perf_counter() - began)
-            builder.samples.close()
-    per_clip_samples = len(samples) / max(plan.n_entries, 1)
-    return ["", "## where the input side spends its time", "",
-            f"- planning (read {len(samples)} sampled masks, measure bodies, plan clips): {plan_s:.2f} s",
-            f"- decoding the sampled frames: {decode[1]:.0f} samples/s with one reader, {decode[4]:.0f} with four "
-            f"(each decodes its own span; the step uses up to four)",
-            f"- registering {params.registration.size_px}² crops of 16 frames: {register[1]:.1f} clips/s on one "
-            f"thread, {register[workers]:.1f} on {workers}",
-            f"- at stride {params.stride} a clip needs {per_clip_samples:.1f} new samples, so one reader alone caps "
-            f"the step at {decode[1] / per_clip_samples:.0f} clips/s and four at {decode[4] / per_clip_samples:.0f}"]
+    entries = np.arange(min(params.batch_size, plan.n_entries))
+    with ThreadPoolExecutor(workers) as pool:
+        builder = CropBuilder(video, tracks, plan, geometry, params.registration, 0, pool, [entries], workers)
+        sources = builder.sources(0).padded(params.batch_size)
+        builder.samples.close()
+    register = compiled_registration(DeviceCrops.of(params.registration))
+    jax.block_until_ready(jax.device_put(sources.pixels))
+    began = time.perf_counter()
+    pixels = jax.block_until_ready(jax.device_put(sources.pixels))
+    upload_s = time.perf_counter() - began
+    arrays = [pixels, *(jax.device_put(a) for a in (sources.offset, sources.size, sources.source, sources.matrix,
+                                                     sources.photometry))]
+    jax.block_until_ready(register(*arrays))
+    began = time.perf_counter()
+    for _ in range(5):
+        out = register(*arrays)
+    jax.block_until_ready(out)
+    register_s = (time.perf_counter() - began) / 5
+    return [f"- uploading a block's pixel table ({sources.pixels.nbytes / 2**20:.0f} MiB, {len(entries)} clips): "
+            f"{upload_s * 1e3:.1f} ms ({sources.pixels.nbytes / upload_s / 2**30:.1f} GiB/s)",
+            f"- registering those {len(entries)} clips on the device: {register_s * 1e3:.1f} ms "
+            f"({len(entries) / register_s:.0f} clips/s)"]
 
 
 def markdown(stride: int, rows: list[tuple]) -> list[str]:
-    seed_rate = rows[-1][3] / rows[-1][4]
+    seed_rate = rows[-1][4] / rows[-1][5]
     lines = ["", f"## stride {stride} (a clip every {stride} sampled frames)", "",
-             "| path | compute | batch | clips | seconds | clips/s | × seed |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | {n / sec / seed_rate:.1f} |"
-              for name, dtype, batch, n, sec in rows]
+             "| path | crops | compute | batch | clips | seconds | clips/s | after the 1st block | × seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {crops} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | "
+              f"{f'{steady:.1f}' if np.isfinite(steady) else '–'} | {n / sec / seed_rate:.1f} |"
+              for name, crops, dtype, batch, n, sec, steady in rows]
     return lines
 
 
@@ -256,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         sections, agreement = [], float("nan")
         for stride in args.strides:
             rows = run_ours(video, store, args, registration, backbones, stride)
-            rows.append(("seed-fp32", "float32", args.seed_batch, seed_count, seed_seconds))
+            rows.append(("seed-fp32", "host", "float32", args.seed_batch, seed_count, seed_seconds, float("nan")))
             sections.append((stride, rows))
             if stride == args.strides[0]:  # the seed embedded the first clips of this plan
                 ours = store.read(layout.embedding_key("videoprism", "clips"))[:seed_count]  # ours-fp32, last run
@@ -277,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             f"relative L2 difference {agreement:.2e}",
             f"- command: `python {' '.join(['benchmarks/embed.py', *(argv or sys.argv[1:])])}`",
         ]
-        stages = stage_times(video, store, params_for(args, registration, "float32", args.strides[0], 32), args.workers)
+        stage_params = params_for(args, registration, "float32", args.strides[0], args.batch_size)
+        stages = stage_times(video, store, stage_params, args.workers) + device_stages(video, store, stage_params,
+                                                                                       args.workers)
         table = "\n".join(header + [line for stride, rows in sections for line in markdown(stride, rows)]
                           + stages) + "\n"
         print(table)

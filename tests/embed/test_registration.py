@@ -172,3 +172,15 @@ def test_box_size_and_bad_input():
         register_clip(frame[None], mask[None, :10], np.zeros((1, 2)), np.zeros(1), 32, 32, RegistrationParams())
     with pytest.raises(RegistrationError, match="finite"):
         register_clip(frame[None], mask[None], np.full((1, 2), np.nan), np.zeros(1), 32, 32, RegistrationParams())
+
+
+@pytest.mark.parametrize("background", ["black", "grey", "keep", "blur"])
+def test_mask_as_a_fourth_channel_gives_the_same_clip(background):
+    frames, masks = zip(*(animal_frame((60 + 4 * t, 50 + t), 0.3 * t) for t in range(3)), strict=True)
+    frames, masks = np.stack(frames), np.stack(masks)
+    rgba = [cv2.merge([frame, mask.astype(np.uint8) * np.uint8(255)]) for frame, mask in zip(frames, masks,
+                                                                                             strict=True)]
+    centres, headings = np.array([[60.0, 50.0], [64, 51], [68, 52]]), np.array([0.0, 0.3, 0.6])
+    params = RegistrationParams(background=background, anchor="every")
+    np.testing.assert_array_equal(register_clip(rgba, None, centres, headings, 64, 48, params),
+                                  register_clip(frames, masks, centres, headings, 64, 48, params))

@@ -12,13 +12,16 @@ parameters, so a killed run re-derives the same one and resumes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_sbl.embed.registration import RegistrationParams, fill_gaps, mask_moments, orient_headings
 from napari_sbl.errors import SblError
+
+if TYPE_CHECKING:
+    from napari_sbl.embed.masks import AnimalMasks, BoxHints
 
 ENCODERS = ("motion", "videoprism")
 RUNTIME_ONLY = ("batch_size", "workers", "device")
@@ -133,7 +136,8 @@ class TrackGeometry:
     """Each animal's body on each sampled frame; rows = samples, columns = animals (A).
 
     ``centre`` (M, A, 2) px and ``heading`` (M, A) radians are NaN where absent; ``major``,
-    ``minor`` (M, A) are axis lengths in px; ``area`` (M, A) px (0 where absent).
+    ``minor`` (M, A) are axis lengths in px; ``area`` (M, A) px (0 where absent); ``masks`` the animals'
+    masks themselves, when they were kept (see :mod:`napari_sbl.embed.masks`).
     """
 
     animal_ids: np.ndarray
@@ -143,6 +147,7 @@ class TrackGeometry:
     major: np.ndarray
     minor: np.ndarray
     area: np.ndarray
+    masks: AnimalMasks | None = None
 
     @property
     def present(self) -> np.ndarray:
@@ -164,7 +169,12 @@ class TrackGeometry:
 
 def track_geometry(label_images, animal_ids: np.ndarray, times_s: np.ndarray) -> TrackGeometry:
     """Measure every (H, W) label image of ``label_images`` (one per sample) and orient the headings."""
-    measured = [mask_moments(labels, animal_ids) for labels in label_images]
+    return geometry_from_bodies([mask_moments(labels, animal_ids) for labels in label_images], animal_ids, times_s)
+
+
+def geometry_from_bodies(measured: list[dict], animal_ids: np.ndarray, times_s: np.ndarray,
+                         masks: AnimalMasks | None = None) -> TrackGeometry:
+    """The geometry from each sample's :func:`~napari_sbl.embed.registration.mask_moments`, headings oriented."""
     n_samples, n_animals = len(measured), len(animal_ids)
     if n_samples != len(times_s):
         raise EmbedError(f"{n_samples} label images for {len(times_s)} sampled frames")
@@ -175,7 +185,7 @@ def track_geometry(label_images, animal_ids: np.ndarray, times_s: np.ndarray) ->
     geometry = TrackGeometry(np.asarray(animal_ids), np.asarray(times_s, dtype=float),
                              stacked("centre", (0, n_animals, 2)), np.full((n_samples, n_animals), np.nan),
                              stacked("major", (0, n_animals)), stacked("minor", (0, n_animals)),
-                             stacked("area", (0, n_animals)))
+                             stacked("area", (0, n_animals)), masks)
     lengths = geometry.body_length_px()
     axis = stacked("axis", (0, n_animals))
     for column in range(n_animals):
@@ -259,19 +269,25 @@ def plan_clips(sample_frames_: np.ndarray, sample_times: np.ndarray, stop: int, 
 # -- from the store ----------------------------------------------------------------------------------
 @dataclass
 class TrackSet:
-    """The store's tracks as the embedding step needs them: lazy masks, ids and the tracked frames."""
+    """The store's tracks as the embedding step needs them: lazy masks (read frame by frame with
+    ``read``, a :class:`~napari_sbl.store.frame_chunks.FrameChunkReader`), ids, the tracked frames and
+    the per-frame boxes and areas (None when the store has none)."""
 
     masks: object
     animal_ids: np.ndarray
     frames_done: list
+    read: object = None
+    hints: BoxHints | None = None
 
     def labels(self, frame_index: int) -> np.ndarray:
-        return np.asarray(self.masks[int(frame_index)])
+        """(H, W) labels of one frame."""
+        return self.read(frame_index) if self.read is not None else np.asarray(self.masks[int(frame_index)])
 
 
 def load_tracks(store, n_frames: int, height: int, width: int) -> TrackSet:
     """Open ``tracks/masks`` and ``tracks/animal_ids``, refusing missing or inconsistent tracks."""
     from napari_sbl.store import layout
+    from napari_sbl.store.frame_chunks import FrameChunkReader
 
     if not store.has(layout.TRACKS_MASKS):
         raise EmbedError(f"{store.path} has no tracks yet; track the animals first (napari-sbl segment VIDEO "
@@ -290,7 +306,21 @@ def load_tracks(store, n_frames: int, height: int, width: int) -> TrackSet:
                              "the tracks are inconsistent: re-track (segment --overwrite)")
     if not len(ids):
         raise EmbedError(f"{store.path} tracks no animal; track the animals first")
-    return TrackSet(masks, ids, [list(span) for span in attrs.get("frames_done", [[0, n_frames]])])
+    return TrackSet(masks, ids, [list(span) for span in attrs.get("frames_done", [[0, n_frames]])],
+                    FrameChunkReader(masks), _box_hints(store, n_frames, len(ids)))
+
+
+def _box_hints(store, n_frames: int, n_animals: int) -> BoxHints | None:
+    """``tracks/bbox`` and ``tracks/area`` when both are there with the masks' shape."""
+    from napari_sbl.embed.masks import BoxHints
+    from napari_sbl.store import layout
+
+    if not (store.has(layout.TRACKS_BBOX) and store.has(layout.TRACKS_AREA)):
+        return None
+    bbox, area = store.read(layout.TRACKS_BBOX), store.read(layout.TRACKS_AREA)
+    if bbox.shape != (n_frames, n_animals, 4) or area.shape != (n_frames, n_animals):
+        return None
+    return BoxHints(bbox, area)
 
 
 def embedding_range(params: EmbedParams, tracks: TrackSet, n_frames: int) -> tuple[int, int]:
@@ -312,26 +342,16 @@ def embedding_range(params: EmbedParams, tracks: TrackSet, n_frames: int) -> tup
 
 def build_plan(video, tracks: TrackSet, params: EmbedParams, reporter, workers: int = 2
                ) -> tuple[ClipPlan, TrackGeometry]:
-    """Sample the range, measure each animal's body on every sample (reading the masks), plan clips."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Sample the range, measure each animal's body on every sample (reading each mask once, and keeping
+    each animal's part of it in the geometry for the crops), plan the clips."""
+    from napari_sbl.embed.masks import measure_samples
 
     start, stop = embedding_range(params, tracks, video.n_frames)
     times = np.asarray(video.frame_times(), dtype=float)
     samples = sample_frames(times, params.fps, start, stop)
     reporter.start(len(samples), "reading masks")
-
-    def read(frame_index: int) -> np.ndarray:
-        reporter.check()
-        return tracks.labels(frame_index)
-
-    def labels() -> Iterator[np.ndarray]:
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            for first in range(0, len(samples), 64):  # bounded: at most 64 frames of labels in memory
-                for image in pool.map(read, samples[first : first + 64]):
-                    reporter.advance()
-                    yield image
-
-    geometry = track_geometry(labels(), tracks.animal_ids, times[samples])
+    measured, masks = measure_samples(tracks.labels, tracks.animal_ids, samples, tracks.hints, workers, reporter)
+    geometry = geometry_from_bodies(measured, tracks.animal_ids, times[samples], masks)
     plan = plan_clips(samples, times[samples], stop, geometry.present, tracks.animal_ids, params.clip_frames,
                       params.stride, params.min_present)
     if not plan.n_entries:

@@ -1,20 +1,27 @@
-"""The crop pipeline of the embedding step: sampled frames decoded in parallel, cut to each animal's region, and
-registered into the clips an encoder sees.
+"""The crop pipeline of the embedding step: each block's clips, registered on the host or handed uncut to an
+encoder that registers them on its device.
 
-Split from :mod:`napari_sbl.embed.run` (which drives it block by block): decoders keep only the frame regions the
-planned clips will cut, so memory follows the blocks in flight rather than the video.
+Split from :mod:`napari_sbl.embed.run` (which drives it block by block). The sampled frames come from
+:mod:`napari_sbl.embed.samples` (reader threads decoding spans, keeping only the regions the planned clips
+cut, so memory follows the blocks in flight rather than the video).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
+from napari_sbl.embed.clip_sources import ClipSources, pack_sources, photometry_of
 from napari_sbl.embed.clips import ClipPlan, TrackGeometry, TrackSet
-from napari_sbl.embed.registration import Jitter, RegistrationParams, box_size_px, register_clip
+from napari_sbl.embed.registration import Jitter, RegistrationParams, box_size_px, crop_transform, register_clip
+from napari_sbl.embed.samples import SampleRegions
+
+DECODED_BYTES_AHEAD = 2 << 30
+"""Decoded sample regions the readers may hold ahead of the encoder (2 GiB)."""
 
 
 def iter_samples(video, tracks: TrackSet, plan: ClipPlan, pool: ThreadPoolExecutor,
@@ -25,52 +32,6 @@ def iter_samples(video, tracks: TrackSet, plan: ClipPlan, pool: ThreadPoolExecut
         labels = [pool.submit(tracks.labels, plan.sample_frames[row]) for row in rows]
         for row, future in zip(rows, labels, strict=True):
             yield row, video.frame(int(plan.sample_frames[row])), future.result()
-
-
-class SampleStreams:
-    """Each animal's region of the samples the blocks need, decoded by several readers in parallel.
-
-    Reader k decodes the k-th contiguous span of samples with its own decoder (blocks are interleaved
-    across spans, so every decoder has work); each decoded sample keeps only the regions clips will cut
-    from it, frame and animal mask, and is dropped after the last block that uses it.
-    """
-
-    def __init__(self, video, tracks: TrackSet, plan: ClipPlan, regions: np.ndarray, streams: int) -> None:
-        self.tracks, self.plan, self.regions = tracks, plan, regions
-        self.readers = [video, *(reopen_video(video) for _ in range(streams - 1))]
-        self._decoders = [ThreadPoolExecutor(1, thread_name_prefix="embed-decode") for _ in self.readers]
-        self._samples: dict[int, Future] = {}
-
-    def stream_of(self, row: int) -> int:
-        return int(row) * len(self.readers) // len(self.plan.sample_frames)
-
-    def request(self, rows: np.ndarray) -> None:
-        for row in np.unique(rows):
-            if int(row) not in self._samples:
-                decoder = self._decoders[self.stream_of(row)]
-                self._samples[int(row)] = decoder.submit(self._load, self.readers[self.stream_of(row)], int(row))
-
-    def _load(self, reader, row: int) -> dict[int, tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
-        index = int(self.plan.sample_frames[row])
-        frame, labels = reader.frame(index), self.tracks.labels(index)
-        cuts = {}
-        for column in np.flatnonzero(self.regions[row, :, 2] > 0):
-            x0, y0, x1, y1 = (int(v) for v in self.regions[row, column])
-            cuts[int(column)] = (frame[y0:y1, x0:x1].copy(), labels[y0:y1, x0:x1] == self.plan.animal_ids[column],
-                                 (x0, y0))
-        return cuts
-
-    def region(self, row: int, column: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-        """(frame part, mask part, (x0, y0) of the part in the frame) of one sample for one animal."""
-        return self._samples[int(row)].result()[int(column)]
-
-    def drop(self, rows: np.ndarray) -> None:
-        for row in rows:
-            self._samples.pop(int(row), None)
-
-    def close(self) -> None:
-        for decoder in self._decoders:
-            decoder.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
@@ -88,71 +49,123 @@ def opencv_single_threaded(workers: int) -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-def reopen_video(video):
-    """A second reader of the same file (its own decoder), sharing the frame index."""
-    return type(video)(video.path, frame_index=video.index)
-
-
 class CropBuilder:
-    """Registered clips of the planned blocks, block by block, on worker threads.
+    """Registered clips of the planned blocks, block by block: cut on worker threads (:meth:`block`) or
+    handed uncut to an encoder that registers them on its device (:meth:`sources`).
 
-    ``blocks``: entry arrays in processing order. Each entry's clip is cut from one frame region that any
-    rotation, scale and shift of its box stays inside; each sample keeps the union of its entries' regions.
+    ``blocks``: entry arrays in processing order; ``readers``: threads decoding the samples (see
+    :mod:`napari_sbl.embed.samples`); ``copies``: augmented copies that will be asked for. Each
+    entry's clip is cut from one frame region that all its copies' crops stay inside; each sample keeps the
+    union of its entries' regions.
     """
 
     def __init__(self, video, tracks: TrackSet, plan: ClipPlan, geometry: TrackGeometry,
                  registration: RegistrationParams, seed: int, pool: ThreadPoolExecutor, blocks: list[np.ndarray],
-                 streams: int = 1) -> None:
+                 readers: int = 1, copies: int = 0) -> None:
         self.plan, self.registration, self.seed, self.pool, self.blocks = plan, registration, seed, pool, blocks
+        self.copies = copies
         self.boxes = [box_size_px(registration, length) for length in geometry.body_length_px()]
         self.filled = [geometry.filled(column) for column in range(len(plan.animal_ids))]
         self.entry_regions = {int(e): self._region(int(e), video.width, video.height) for b in blocks for e in b}
-        regions, self.last_use = self._sample_regions(len(plan.animal_ids))
-        parallel = bool(blocks) and hasattr(video, "index") and hasattr(video, "path")
-        self.samples = SampleStreams(video, tracks, plan, regions, streams if parallel else 1)
+        regions, first_use, self.last_use = self._sample_regions(len(plan.animal_ids))
+        self.samples = SampleRegions(video, tracks, plan, geometry.masks, regions, first_use, readers,
+                                     blocks_ahead(regions, first_use, len(blocks), readers))
+        self.samples.release(0)  # the readers start now
+        self._packed: tuple[int, ClipSources, np.ndarray] | None = None  # (block, regions, origins) of sources()
 
     def block(self, index: int, copy: int = 0) -> np.ndarray:
         """(B, Tc, S, S, C) uint8 clips of block ``index``; ``copy`` k >= 1 jitters each clip reproducibly.
-
-        Asks for the samples of the next blocks too, so the decoders work ahead of registration.
-        """
-        for ahead in self.blocks[index : index + len(self.samples.readers) + 1]:
-            self.samples.request(self.plan.rows(ahead))
+        Lets the readers decode the next blocks' samples meanwhile."""
+        self.samples.release(index)
         return np.stack(list(self.pool.map(lambda entry: self.clip(int(entry), copy), self.blocks[index])))
 
+    def sources(self, index: int, copy: int = 0) -> ClipSources:
+        """Block ``index`` uncut, for an encoder that registers on its device (the clips of :meth:`block`).
+        The regions are packed once per block; each copy only places its clips differently."""
+        self.samples.release(index)
+        if self._packed is None or self._packed[0] != index:
+            self._packed = (index, *self._pack(index))
+        _, table, origins = self._packed
+        entries = self.blocks[index]
+        matrix = np.zeros((len(entries), self.plan.clip_frames, 2, 3), np.float32)
+        photometry = np.zeros((len(entries), 3), np.float32)
+        for b, entry in enumerate(entries):
+            jitter = self._jitter(int(entry), copy)
+            matrix[b] = self._transforms(int(entry), jitter)
+            photometry[b] = photometry_of(jitter)
+        matrix[..., 2] -= origins[table.source]
+        return replace(table, matrix=matrix, photometry=photometry)
+
+    def _pack(self, index: int) -> tuple[ClipSources, np.ndarray]:
+        """The block's (sample, animal) regions in one table, each clip frame pointing at its region, and
+        the (x, y) origin of each region in its frame."""
+        entries = self.blocks[index]
+        slots: dict[tuple[int, int], int] = {}
+        parts: list[tuple[np.ndarray, tuple[int, int]]] = []
+        source = np.zeros((len(entries), self.plan.clip_frames), np.int32)
+        for b, entry in enumerate(entries):
+            column = int(self.plan.entry_column[entry])
+            for t, row in enumerate(self.plan.clip_rows[self.plan.entry_clip[entry]]):
+                key = (int(row), column)
+                if key not in slots:
+                    slots[key] = len(parts)
+                    parts.append(self.samples.region(row, column))
+                source[b, t] = slots[key]
+        unplaced = np.zeros((*source.shape, 2, 3), np.float32), np.zeros((len(entries), 3), np.float32)
+        table = pack_sources([pixels for pixels, _ in parts], source, *unplaced, self.pool)
+        return table, np.array([origin for _, origin in parts], dtype=np.float32).reshape(-1, 2)
+
     def done(self, index: int) -> None:
-        """Forget the samples no later block needs."""
+        """Forget the samples no later block needs (and the block's packed regions)."""
         self.samples.drop(np.flatnonzero(self.last_use == index))
+        if self._packed is not None and self._packed[0] == index:
+            self._packed = None
 
     def clip(self, entry: int, copy: int = 0) -> np.ndarray:
+        """(Tc, S, S, C) uint8: one entry's clip, registered here with OpenCV."""
         column = int(self.plan.entry_column[entry])
         rows = self.plan.clip_rows[self.plan.entry_clip[entry]]
         centres, headings = self.filled[column][0][rows], self.filled[column][1][rows]
-        jitter = Jitter.draw(np.random.default_rng([self.seed, copy, entry])) if copy else None
         x0, y0, x1, y1 = self.entry_regions[entry]
-        frames, masks = [], []
+        parts = []  # (h, w, 4) views: RGB and the mask, warped together
         for row in rows:
-            frame, mask, (ox, oy) = self.samples.region(row, column)
-            frames.append(frame[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
-            masks.append(mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
-        return register_clip(np.stack(frames), np.stack(masks), centres - (x0, y0), headings, self.boxes[column],
-                             int(self.registration.size_px), self.registration, jitter)
+            part, (ox, oy) = self.samples.region(row, column)
+            parts.append(part[y0 - oy : y1 - oy, x0 - ox : x1 - ox])
+        return register_clip(parts, None, centres - (x0, y0), headings, self.boxes[column],
+                             int(self.registration.size_px), self.registration, self._jitter(entry, copy))
 
-    def _region(self, entry: int, width: int, height: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) in the frame that holds every pixel the entry's crops can sample."""
+    def _jitter(self, entry: int, copy: int) -> Jitter | None:
+        return Jitter.draw(np.random.default_rng([self.seed, copy, entry])) if copy else None
+
+    def _transforms(self, entry: int, jitter: Jitter | None) -> np.ndarray:
+        """(Tc, 2, 3) crop → frame maps of the entry's frames, as :func:`register_clip` makes them."""
         column = int(self.plan.entry_column[entry])
         rows = self.plan.clip_rows[self.plan.entry_clip[entry]]
-        centres = self.filled[column][0][rows[:1] if self.registration.anchor == "first" else rows]
-        reach = 0.9 * self.boxes[column] + 2  # covers ±15° rotation, 0.9× scale and 5 % shift of the box
-        x0, y0 = np.clip(np.floor(centres.min(axis=0) - reach).astype(int), 0, (width - 1, height - 1))
-        x1, y1 = np.clip(np.ceil(centres.max(axis=0) + reach).astype(int) + 1, (x0 + 1, y0 + 1), (width, height))
+        centres, headings = self.filled[column][0][rows], self.filled[column][1][rows]
+        size, align = int(self.registration.size_px), self.registration.align == "body"
+        if self.registration.anchor == "first":
+            return np.repeat(crop_transform(centres[0], headings[0], self.boxes[column], size, align, jitter)[None],
+                             len(rows), axis=0)
+        return np.stack([crop_transform(centres[t], headings[t], self.boxes[column], size, align, jitter)
+                         for t in range(len(rows))])
+
+    def _region(self, entry: int, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in the frame that holds every pixel the entry's crops sample, in every copy: the
+        bounding box of the crops' corners, widened by the neighbours bilinear sampling reads."""
+        last = int(self.registration.size_px) - 1
+        corners = np.array([[0, last, 0, last], [0, 0, last, last], [1, 1, 1, 1]], dtype=float)
+        points = np.concatenate([self._transforms(entry, self._jitter(entry, copy)) @ corners
+                                 for copy in range(self.copies + 1)])  # (copies·Tc, 2, 4)
+        x0, y0 = np.clip(np.floor(points.min(axis=(0, 2))).astype(int) - 1, 0, (width - 1, height - 1))
+        x1, y1 = np.clip(np.floor(points.max(axis=(0, 2))).astype(int) + 3, (x0 + 1, y0 + 1), (width, height))
         return int(x0), int(y0), int(x1), int(y1)
 
-    def _sample_regions(self, n_animals: int) -> tuple[np.ndarray, np.ndarray]:
-        """(M, A, 4) union of the regions of the entries using each sample (0 = unused) and (M,) the
-        index of the last block using each sample (-1 = none)."""
+    def _sample_regions(self, n_animals: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M, A, 4) union of the regions of the entries using each sample (0 = unused), and (M,) the index
+        of the first and of the last block using each sample (-1 = none)."""
         regions = np.zeros((len(self.plan.sample_frames), n_animals, 4), dtype=np.int64)
         regions[..., :2] = np.iinfo(np.int64).max
+        first_use = np.full(len(self.plan.sample_frames), -1)
         last_use = np.full(len(self.plan.sample_frames), -1)
         for index, entries in enumerate(self.blocks):
             for entry in entries:
@@ -160,7 +173,18 @@ class CropBuilder:
                 box = self.entry_regions[int(entry)]
                 regions[rows, column, :2] = np.minimum(regions[rows, column, :2], box[:2])
                 regions[rows, column, 2:] = np.maximum(regions[rows, column, 2:], box[2:])
+                first_use[rows] = np.where(first_use[rows] < 0, index, first_use[rows])
                 last_use[rows] = np.maximum(last_use[rows], index)
         regions[regions[..., 2] == 0] = 0
-        return regions, last_use
+        return regions, first_use, last_use
 
+
+def blocks_ahead(regions: np.ndarray, first_use: np.ndarray, n_blocks: int, readers: int) -> int:
+    """How many blocks the readers may decode ahead of the one being assembled: one per reader and one more
+    (enough spans for every reader at stride 8, and readers to spare at stride 2), within
+    DECODED_BYTES_AHEAD of decoded regions."""
+    if not n_blocks:
+        return 1
+    areas = (regions[..., 2] - regions[..., 0]) * (regions[..., 3] - regions[..., 1])
+    block_bytes = max(1, int(areas[first_use >= 0].sum()) * 4 // n_blocks)
+    return int(np.clip(readers + 1, 2, max(2, DECODED_BYTES_AHEAD // block_bytes)))

@@ -18,6 +18,7 @@ import numpy as np
 from napari_sbl.progress import Reporter
 
 if TYPE_CHECKING:
+    from napari_sbl.embed.clip_sources import ClipSources
     from napari_sbl.embed.clips import ClipPlan, EmbedParams, TrackGeometry
     from napari_sbl.embed.registration import RegistrationParams
     from napari_sbl.store.session import SessionStore
@@ -39,13 +40,15 @@ class EmbeddingLayout:
 class ClipBatch:
     """Clips to encode: ``entries`` (B,) plan entries, ``columns`` (B,) animal columns, ``rows``
     (B, Tc) sample rows, ``crops`` (B, Tc, S, S, C) uint8 registered clips (None when the encoder
-    does not need them) and ``copy``: 0 for the embedding itself, k >= 1 for augmented copy k."""
+    does not need them, or cuts them itself from ``sources``) and ``copy``: 0 for the embedding
+    itself, k >= 1 for augmented copy k."""
 
     entries: np.ndarray
     columns: np.ndarray
     rows: np.ndarray
     crops: np.ndarray | None = None
     copy: int = 0
+    sources: ClipSources | None = None
 
 
 @dataclass
@@ -96,6 +99,13 @@ class Encoder(Protocol):
     def provenance(self) -> dict:
         """Encoder name, model, weights and their ``checkpoint_sha256`` (None without a file)."""
         ...
+
+
+def registers_on_device(encoder: Encoder) -> bool:
+    """Whether ``encoder`` cuts its clips itself from :class:`ClipSources` (an optional capability: a
+    ``registers_on_device()`` method, asked after :meth:`Encoder.prepare`); else it gets ``crops``."""
+    ask = getattr(encoder, "registers_on_device", None)
+    return bool(ask()) if callable(ask) else False
 
 
 def make_encoder(params: EmbedParams) -> Encoder:

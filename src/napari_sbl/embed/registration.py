@@ -12,6 +12,7 @@ coordinates (x right, y down), so heading 0 faces right and pi/2 faces down.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -104,22 +105,33 @@ def mask_moments(labels: np.ndarray, animal_ids: np.ndarray) -> dict[str, np.nda
     the full length of a uniform ellipse); NaN where absent.
     """
     ids = np.asarray(animal_ids, dtype=np.int64).reshape(-1)
-    out = {"area": np.zeros(len(ids)), "centre": np.full((len(ids), 2), np.nan)}
-    for key in ("axis", "major", "minor"):
-        out[key] = np.full(len(ids), np.nan)
     labels = np.asarray(labels)
-    for k, animal_id in enumerate(ids):
-        moments = cv2.moments((labels == animal_id).view(np.uint8), binaryImage=True)
-        area = moments["m00"]
-        if area <= 0:
-            continue
-        cxx, cyy, cxy = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
-        spread = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
-        out["area"][k] = area
-        out["centre"][k] = moments["m10"] / area, moments["m01"] / area
-        out["axis"][k] = 0.5 * np.arctan2(2 * cxy, cxx - cyy)
-        out["major"][k] = 4 * np.sqrt((cxx + cyy) / 2 + spread + 1 / 12)
-        out["minor"][k] = 4 * np.sqrt(max((cxx + cyy) / 2 - spread, 0) + 1 / 12)
+    return stack_bodies([body_moments(labels == animal_id) for animal_id in ids])
+
+
+ABSENT_BODY = {"area": 0.0, "centre": (np.nan, np.nan), "axis": np.nan, "major": np.nan, "minor": np.nan}
+
+
+def body_moments(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> dict[str, float]:
+    """One animal's area, centre (x, y), axis, major and minor length (see :func:`mask_moments`) from its
+    (h, w) bool ``mask``, a cut whose top-left pixel is ``origin`` (x, y) of the frame."""
+    if not mask.size:
+        return dict(ABSENT_BODY)
+    moments = cv2.moments(np.ascontiguousarray(mask).view(np.uint8), binaryImage=True)
+    area = moments["m00"]
+    if area <= 0:
+        return dict(ABSENT_BODY)
+    cxx, cyy, cxy = moments["mu20"] / area, moments["mu02"] / area, moments["mu11"] / area
+    spread = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    return {"area": area, "centre": (moments["m10"] / area + origin[0], moments["m01"] / area + origin[1]),
+            "axis": 0.5 * np.arctan2(2 * cxy, cxx - cyy), "major": 4 * np.sqrt((cxx + cyy) / 2 + spread + 1 / 12),
+            "minor": 4 * np.sqrt(max((cxx + cyy) / 2 - spread, 0) + 1 / 12)}
+
+
+def stack_bodies(bodies: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """The :func:`body_moments` of A animals as :func:`mask_moments` returns them (arrays over A)."""
+    out = {key: np.array([body[key] for body in bodies], dtype=float) for key in ("area", "axis", "major", "minor")}
+    out["centre"] = np.array([body["centre"] for body in bodies], dtype=float).reshape(len(bodies), 2)
     return out
 
 
@@ -217,17 +229,21 @@ def crop_transform(centre: tuple[float, float], heading: float, box_px: float, s
     return np.hstack([rotation, origin[:, None]])
 
 
-def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, headings: np.ndarray,
-                  box_px: float, size_px: int, params: RegistrationParams, jitter: Jitter | None = None) -> np.ndarray:
+def register_clip(frames: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | None, centres: np.ndarray,
+                  headings: np.ndarray, box_px: float, size_px: int, params: RegistrationParams,
+                  jitter: Jitter | None = None) -> np.ndarray:
     """One animal's registered clip.
 
-    ``frames``: (T, H, W, 3) uint8 RGB; ``masks``: (T, H, W) bool, the animal's pixels;
-    ``centres``: (T, 2) (x, y) and ``headings``: (T,) radians, finite (fill gaps first).
-    Returns (T, size_px, size_px, C) uint8 with C = 1 for ``params.grey``, else 3.
+    ``frames``: (T, H, W, 3) uint8 RGB (or T such images); ``masks``: (T, H, W) bool, the animal's pixels,
+    or None when each frame is (H, W, 4) with the mask (0/255) as its fourth channel (warped with the
+    colours in one pass); ``centres``: (T, 2) (x, y) and ``headings``: (T,) radians, finite (fill gaps
+    first). Returns (T, size_px, size_px, C) uint8 with C = 1 for ``params.grey``, else 3.
     """
-    frames, masks = np.asarray(frames), np.asarray(masks)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or masks.shape != frames.shape[:3]:
-        raise RegistrationError(f"frames must be (T, H, W, 3), masks (T, H, W); got {frames.shape}, {masks.shape}")
+    channels = 4 if masks is None else 3
+    if any(np.ndim(frame) != 3 or np.shape(frame)[-1] != channels for frame in frames) or (
+            masks is not None and [np.shape(m) for m in masks] != [np.shape(f)[:2] for f in frames]):
+        raise RegistrationError(f"frames must be (T, H, W, {channels}){'' if masks is None else ', masks (T, H, W)'};"
+                                f" got {[np.shape(f) for f in frames[:1]]}, {np.shape(masks)}")
     if len(centres) != len(frames) or len(headings) != len(frames):
         raise RegistrationError(f"{len(frames)} frames but {len(centres)} centres and {len(headings)} headings")
     if not (np.isfinite(centres).all() and np.isfinite(headings).all()):
@@ -236,7 +252,7 @@ def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, he
     for t in range(len(frames)):
         k = 0 if params.anchor == "first" else t
         matrix = crop_transform(centres[k], headings[k], box_px, size_px, params.align == "body", jitter)
-        crop, alpha = warp_crop(frames[t], masks[t], matrix, size_px, params.background)
+        crop, alpha = warp_crop(frames[t], None if masks is None else masks[t], matrix, size_px, params.background)
         crops.append(crop)
         alphas.append(alpha)
     clip = normalize_clip(to_channels(np.stack(crops), params.grey), params.normalize)
@@ -246,14 +262,27 @@ def register_clip(frames: np.ndarray, masks: np.ndarray, centres: np.ndarray, he
     return np.ascontiguousarray(clip)
 
 
-def warp_crop(frame: np.ndarray, mask: np.ndarray, matrix: np.ndarray, size_px: int,
+def fill_value(background: str) -> int:
+    """The grey level a constant ``background`` fills the crop with (0 for the others)."""
+    return _FILL.get(background, 0)
+
+
+def warp_crop(frame: np.ndarray, mask: np.ndarray | None, matrix: np.ndarray, size_px: int,
               background: str) -> tuple[np.ndarray, np.ndarray]:
-    """The crop (S, S, 3) uint8 and the animal's coverage (S, S) float32 in [0, 1] under ``matrix``."""
+    """The crop (S, S, 3) uint8 and the animal's coverage (S, S) float32 in [0, 1] under ``matrix``;
+    ``mask`` None: ``frame`` is (H, W, 4) RGB plus the mask (0/255)."""
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    size = (size_px, size_px)
+    if mask is None and background not in ("keep", "blur"):  # both borders constant: one warp of all four
+        value = (_FILL.get(background, 0),) * 3 + (0,)
+        both = cv2.warpAffine(frame, matrix, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=value)
+        return both[..., :3], both[..., 3].astype(np.float32) / 255
+    if mask is None:
+        frame, mask = cv2.cvtColor(frame, cv2.COLOR_RGBA2RGB), cv2.extractChannel(frame, 3) > 127
     border = cv2.BORDER_REPLICATE if background in ("keep", "blur") else cv2.BORDER_CONSTANT
     value = (_FILL.get(background, 0),) * 3
-    crop = cv2.warpAffine(frame, matrix, (size_px, size_px), flags=flags, borderMode=border, borderValue=value)
-    coverage = cv2.warpAffine(mask.astype(np.uint8) * np.uint8(255), matrix, (size_px, size_px), flags=flags,
+    crop = cv2.warpAffine(frame, matrix, size, flags=flags, borderMode=border, borderValue=value)
+    coverage = cv2.warpAffine(mask.astype(np.uint8) * np.uint8(255), matrix, size, flags=flags,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, coverage.astype(np.float32) / 255
 

@@ -1,8 +1,10 @@
 """The embedding step: tracks → clip plan → registered clips → encoder → ``embeddings/<encoder>/...``.
 
-Shared by the widget, the CLI and the demo. Work is pipelined: a producer thread decodes the sampled
-frames in order while worker threads read their masks and register the clips; the encoder computes
-block k (asynchronously on an accelerator) while block k-1 is written. Arrays are pre-created from
+Shared by the widget, the CLI and the demo. Work is pipelined: planning reads each sampled mask once; up
+to ``workers`` readers decode spans of the sampled frames (only the regions the clips use) ahead of a
+producer thread that assembles blocks, whose clips worker threads register (or the encoder registers on
+its device); the encoder computes block k (asynchronously on an accelerator) while block k-1 is written.
+Arrays are pre-created from
 the deterministic plan and written in whole chunks; ``clips`` records the finished entry intervals
 (``clips_done``) only after a block is on disk, so a killed run resumes with the missing blocks.
 The crops themselves (decoding the sampled frames, registering clips) come from :mod:`napari_sbl.embed.crops`.
@@ -27,11 +29,16 @@ import numpy as np
 
 from napari_sbl.embed.clips import ClipPlan, EmbedError, EmbedParams, build_plan, load_tracks
 from napari_sbl.embed.crops import CropBuilder as CropBuilder  # ``X as X``: re-exported from the crop pipeline
-from napari_sbl.embed.crops import SampleStreams as SampleStreams
 from napari_sbl.embed.crops import iter_samples as iter_samples
 from napari_sbl.embed.crops import opencv_single_threaded as opencv_single_threaded
-from napari_sbl.embed.crops import reopen_video as reopen_video
-from napari_sbl.embed.encoder import ClipBatch, EncodedBatch, Encoder, EncoderContext, make_encoder
+from napari_sbl.embed.encoder import (
+    ClipBatch,
+    EncodedBatch,
+    Encoder,
+    EncoderContext,
+    make_encoder,
+    registers_on_device,
+)
 from napari_sbl.errors import Cancelled
 from napari_sbl.progress import Reporter, silent
 from napari_sbl.store import layout
@@ -40,7 +47,8 @@ from napari_sbl.store.session import SessionStore, store_ready
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_BLOCKS = 2
-MAX_DECODERS = 4
+MAX_DECODERS = 16
+"""Readers decoding spans of samples at once (one decoder thread each; the step uses up to ``workers``)."""
 SKIP_REASON = "animal present on fewer than min_present of the clip's sampled frames"
 
 
@@ -267,20 +275,21 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
     blocks = writer.blocks()
     written = 0
     if blocks:
-        streams = max(1, min(MAX_DECODERS, params.workers // 2, len(blocks)))
-        blocks = interleave_blocks(blocks, plan, streams)
+        readers = max(1, min(MAX_DECODERS, params.workers)) if encoder.needs_crops else 1
         entries = [np.arange(start, stop) for start, stop in blocks]
-        with ThreadPoolExecutor(params.workers, thread_name_prefix="embed") as pool:
-            context = EncoderContext(store, plan, geometry, params, lambda: iter_samples(video, tracks, plan, pool),
-                                     reporter, overwrite)
-            encoder.prepare(context)
-            writer.record_provenance(encoder.provenance())
+        threads = params.workers if encoder.needs_crops else 1  # OpenCV keeps its own pool for the motion PCA
+        with ThreadPoolExecutor(params.workers, thread_name_prefix="embed") as pool, opencv_single_threaded(threads):
             builder = CropBuilder(video, tracks, plan, geometry, registration, params.seed, pool,
-                                  entries if encoder.needs_crops else [], streams)
-            try:
-                make = _batch_maker(plan, builder, entries, encoder.needs_crops, params.augment_copies)
-                with opencv_single_threaded(params.workers):
-                    written = run_blocks(blocks, make, encoder, writer, reporter)
+                                  entries if encoder.needs_crops else [], readers, params.augment_copies)
+            try:  # the readers start on the first blocks while the encoder loads
+                context = EncoderContext(store, plan, geometry, params,
+                                         lambda: iter_samples(video, tracks, plan, pool), reporter, overwrite)
+                encoder.prepare(context)
+                writer.record_provenance(encoder.provenance())
+                cut = "device" if encoder.needs_crops and registers_on_device(encoder) else \
+                    "host" if encoder.needs_crops else None
+                make = _batch_maker(plan, builder, entries, cut, params.augment_copies)
+                written = run_blocks(blocks, make, encoder, writer, reporter)
             finally:
                 builder.samples.close()
     complete = writer.finish()
@@ -292,23 +301,17 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
                         time.perf_counter() - began)
 
 
-def interleave_blocks(blocks: list[tuple[int, int]], plan: ClipPlan, streams: int) -> list[tuple[int, int]]:
-    """Blocks reordered round-robin over ``streams`` contiguous spans of samples (one decoder each)."""
-    if streams <= 1:
-        return blocks
-    first_row = [int(plan.rows(np.array([start]))[0, 0]) for start, _ in blocks]
-    spans = [[b for b, row in zip(blocks, first_row, strict=True) if row * streams // len(plan.sample_frames) == k]
-             for k in range(streams)]
-    return [spans[k][i] for i in range(max(map(len, spans))) for k in range(streams) if i < len(spans[k])]
-
-
-def _batch_maker(plan: ClipPlan, builder: CropBuilder, entries: list[np.ndarray], needs_crops: bool,
+def _batch_maker(plan: ClipPlan, builder: CropBuilder, entries: list[np.ndarray], cut: str | None,
                  copies: int) -> Callable[[int], list[ClipBatch]]:
+    """Batches of block k: with crops cut here (``cut`` 'host'), uncut sources ('device') or neither."""
     def make(index: int) -> list[ClipBatch]:
         block = entries[index]
         columns, rows = plan.entry_column[block], plan.rows(block)
-        batches = [ClipBatch(block, columns, rows, builder.block(index, copy) if needs_crops else None, copy)
-                   for copy in range(copies + 1)]
+        batches = []
+        for copy in range(copies + 1):
+            crops = builder.block(index, copy) if cut == "host" else None
+            sources = builder.sources(index, copy) if cut == "device" else None
+            batches.append(ClipBatch(block, columns, rows, crops, copy, sources))
         builder.done(index)
         return batches
 

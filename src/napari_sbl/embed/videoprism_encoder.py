@@ -1,7 +1,10 @@
 """VideoPrism as a clip encoder: uint8 crops in, clip / frame / pooled-grid embeddings out.
 
-Built for throughput on one accelerator: crops travel to the device as uint8 (4× less than float);
-grey-to-RGB, the test-time mirror and the dtype cast happen there; the model's full token grid
+Built for throughput on one accelerator: on a GPU the clips are not even cut on the host: each sample's
+region travels once as uint8 and the registration runs inside the jitted step
+(:mod:`napari_sbl.embed.device_registration`; CLAHE, histogram equalisation and blurred backgrounds are
+cut by the OpenCV path instead, as on a CPU device); grey-to-RGB, the test-time mirror and the dtype cast
+happen there too; the model's full token grid
 ``(B, T, rows, cols, D)`` is pooled to ``pool_grid``² cells, per-frame and per-clip means *on the
 device*, so only the small results ever reach the host. Every call is asynchronous (JAX dispatch), so
 the embedding step queues batch k+1 while batch k computes and batch k-1 is written. Decoding and
@@ -19,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_sbl.embed.clip_sources import ClipSources
 from napari_sbl.embed.clips import EmbedError, EmbedParams
+from napari_sbl.embed.device_registration import DeviceCrops, supports
 from napari_sbl.embed.encoder import ClipBatch, EmbeddingLayout, EncodedBatch, EncoderContext
 from napari_sbl.embed.registration import RegistrationParams
 
@@ -40,6 +45,24 @@ def pooling_matrix(size: int, cells: int) -> np.ndarray:
     return weights
 
 
+def _model_frames(crops, mirror: bool):
+    """(B, T, S, S, C) uint8 crops → the model's RGB frames, the mirrored batch appended when averaging."""
+    import jax.numpy as jnp
+
+    frames = jnp.broadcast_to(crops, (*crops.shape[:-1], 3)) if crops.shape[-1] == 1 else crops
+    return jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0) if mirror else frames
+
+
+@lru_cache(maxsize=16)
+def _compiled_registration(crops: DeviceCrops, mirror: bool) -> Any:
+    """The prepare step for uncut clips: registration on the device, then as ``_compiled_pipeline``'s."""
+    import jax
+
+    from napari_sbl.embed.device_registration import register_sources
+
+    return jax.jit(lambda *sources: _model_frames(register_sources(crops, *sources), mirror))
+
+
 @lru_cache(maxsize=16)
 def _compiled_pipeline(rows: int, cols: int, grid: int, mirror: bool) -> tuple[Any, Any]:
     """(prepare, pool): two jitted functions around the encoder's own jitted forward."""
@@ -49,8 +72,7 @@ def _compiled_pipeline(rows: int, cols: int, grid: int, mirror: bool) -> tuple[A
     row_weights, col_weights = pooling_matrix(rows, grid), pooling_matrix(cols, grid)
 
     def prepare(crops):
-        frames = jnp.broadcast_to(crops, (*crops.shape[:-1], 3)) if crops.shape[-1] == 1 else crops
-        return jnp.concatenate([frames, frames[:, :, :, ::-1]], axis=0) if mirror else frames
+        return _model_frames(crops, mirror)
 
     def pool(tokens):
         tokens = tokens.astype(jnp.float32)  # (B', T, rows, cols, D)
@@ -70,13 +92,14 @@ class VideoPrismClipEncoder:
     """The VideoPrism video encoder over registered clips (see the module docstring).
 
     ``encoder``: an already loaded :class:`~napari_sbl.embed.videoprism.VideoPrismEncoder` (tests,
-    benchmarks); otherwise :meth:`prepare` loads one from ``params.videoprism``.
+    benchmarks); otherwise :meth:`prepare` loads one from ``params.videoprism``. ``crops_on_device``:
+    register on the device (True), on the host (False), or on the device unless it is a CPU (None).
     """
 
     name = "videoprism"
     needs_crops = True
 
-    def __init__(self, params: EmbedParams, encoder: Any = None) -> None:
+    def __init__(self, params: EmbedParams, encoder: Any = None, crops_on_device: bool | None = None) -> None:
         _quiet_jax_allocation()
         from napari_sbl.embed.videoprism_model import VideoPrismConfig
 
@@ -84,7 +107,9 @@ class VideoPrismClipEncoder:
         self.options = params.videoprism
         self.config = encoder.config if encoder is not None else VideoPrismConfig.named(self.options.model)
         self.encoder = encoder
+        self.crops_on_device = crops_on_device
         self._device = None
+        self._uploaded: tuple[np.ndarray, Any] | None = None  # (host pixel table, its device copy)
 
     def registration(self) -> RegistrationParams:
         """The user's registration at their crop size, else at the model's trained size (288 px)."""
@@ -128,24 +153,56 @@ class VideoPrismClipEncoder:
                                             weights=options.weights, seed=self.params.seed,
                                             reporter=context.reporter if context else None)
 
+    def registers_on_device(self) -> bool:
+        """Whether :meth:`encode` wants uncut ``sources`` rather than crops (see the class docstring)."""
+        if self._device is None:
+            self._device = _pick_device(self.params.device)
+        wanted = self._device.platform != "cpu" if self.crops_on_device is None else self.crops_on_device
+        return bool(wanted) and supports(self.registration())
+
     def encode(self, batch: ClipBatch) -> EncodedBatch:
         """Queue one batch on the device; the returned arrays are ready when read."""
         import jax
 
         if self.encoder is None:
             self.prepare(None)
+        with jax.default_device(self._device):
+            frames, count = self._frames(batch)
+            patch = self.config.patch_size
+            _, pool = _compiled_pipeline(frames.shape[2] // patch, frames.shape[3] // patch, self.options.pool_grid,
+                                         self.params.flip_average)
+            clips, per_frame, cells = pool(self.encoder(frames, grid=True))
+        return EncodedBatch(clips=clips[:count], frames=per_frame[:count], tokens=cells[:count])
+
+    def _frames(self, batch: ClipBatch) -> tuple[Any, int]:
+        """The model's input frames on the device (padded to the batch size: one compiled shape) and the
+        number of real clips among them."""
+        import jax
+
+        if batch.sources is not None:
+            sources = batch.sources.padded(self.params.batch_size)
+            register = _compiled_registration(DeviceCrops.of(self.registration()), self.params.flip_average)
+            arrays = (sources.offset, sources.size, sources.source, sources.matrix, sources.photometry)
+            return register(self._pixels_on_device(sources), *(jax.device_put(a, self._device) for a in arrays)), \
+                batch.sources.count
         crops = batch.crops
         if crops is None or crops.ndim != 5 or crops.dtype != np.uint8:
             raise EmbedError("VideoPrism needs registered uint8 crops (B, T, S, S, C)")
-        count, size, patch = len(crops), crops.shape[2], self.config.patch_size
-        if count < self.params.batch_size:  # one compiled shape for every block, the last one too
+        count = len(crops)
+        if count < self.params.batch_size:
             crops = np.concatenate([crops, np.zeros((self.params.batch_size - count, *crops.shape[1:]), np.uint8)])
-        prepare, pool = _compiled_pipeline(size // patch, crops.shape[3] // patch, self.options.pool_grid,
-                                           self.params.flip_average)
-        with jax.default_device(self._device):
-            frames = prepare(jax.device_put(crops, self._device))
-            clips, per_frame, cells = pool(self.encoder(frames, grid=True))
-        return EncodedBatch(clips=clips[:count], frames=per_frame[:count], tokens=cells[:count])
+        prepare, _ = _compiled_pipeline(crops.shape[2] // self.config.patch_size,
+                                        crops.shape[3] // self.config.patch_size, self.options.pool_grid,
+                                        self.params.flip_average)
+        return prepare(jax.device_put(crops, self._device)), count
+
+    def _pixels_on_device(self, sources: ClipSources) -> Any:
+        """The block's pixel table on the device, uploaded once for the block and its augmented copies."""
+        import jax
+
+        if self._uploaded is None or self._uploaded[0] is not sources.pixels:
+            self._uploaded = (sources.pixels, jax.device_put(sources.pixels, self._device))
+        return self._uploaded[1]
 
 
 def _pick_device(name: str) -> Any:
