@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--augment", type=int, default=0, metavar="K",
                      help="also store K jittered copies per clip under embeddings/<encoder>/augmented")
     run.add_argument("--batch-size", type=int, default=32, help="clips per batch (default 32)")
-    run.add_argument("--workers", type=int, default=2, help="decode/registration threads (default 2)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="decode/registration threads (default: one per CPU core, at most 16)")
     run.add_argument("--seed", type=int, default=0, help="seed of augmentations and random weights")
     run.add_argument("--preview", type=Path, default=None, metavar="PNG",
                      help="write a montage of a few registered clips to PNG and stop (no embedding)")
@@ -67,7 +68,8 @@ def params_from_args(args: argparse.Namespace):
     return EmbedParams(encoder=args.encoder, clip_frames=args.clip_frames, fps=args.fps, stride=args.stride,
                        start=args.start, stop=args.stop, min_present=args.min_present, registration=registration,
                        flip_average=args.flip_average, augment_copies=args.augment, seed=args.seed,
-                       videoprism=videoprism, batch_size=args.batch_size, workers=args.workers, device=args.device)
+                       videoprism=videoprism, batch_size=args.batch_size, device=args.device,
+                       **({"workers": args.workers} if args.workers else {}))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ parameters, so a killed run re-derives the same one and resumes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,12 @@ RUNTIME_ONLY = ("batch_size", "workers", "device")
 
 class EmbedError(SblError):
     """Embedding cannot run on this input (no tracks, too few frames, inconsistent arrays...)."""
+
+
+def default_workers() -> int:
+    """Decode/registration threads when none are asked for: one per CPU core, at most 16 (more readers
+    than that stop paying: the backbone is the limit on a GPU host)."""
+    return max(1, min(16, os.cpu_count() or 2))
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class EmbedParams:
     videoprism: VideoPrismParams = field(default_factory=VideoPrismParams)
     motion: MotionParams = field(default_factory=MotionParams)
     batch_size: int = 32
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     device: str = "auto"
 
     def __post_init__(self) -> None:
