@@ -50,6 +50,12 @@ class FrameIndex:
         pos = int(np.searchsorted(self.pts, pts))
         return pos if pos < self.pts.size and self.pts[pos] == pts else -1
 
+    def index_of_frame(self, frame, unstamped: int) -> int:
+        """Frame index of a decoded frame from its timestamp (pts, else dts), ``unstamped`` when it has
+        none, -1 when no frame of the index has it."""
+        pts = frame.pts if frame.pts is not None else frame.dts
+        return unstamped if pts is None else self.index_of_pts(int(pts))
+
     def is_variable_rate(self, tolerance: float = 0.01) -> bool:
         if self.pts.size < 3:
             return False

@@ -199,10 +199,10 @@ class GopFiller:
         container, stream = self._decoder()
         container.seek(int(self.index.pts[keyframe]), stream=stream, backward=True, any_frame=False)
         self._move_to(keyframe)
-        for frame in decode_packets(container, stream, lambda: full_decode_from_pts):
+        for frame in decode_packets(container, stream, lambda ts: ts >= full_decode_from_pts):
             if not self._may_continue(job):
                 return False
-            frame_index = self._index_of(frame)
+            frame_index = self.index.index_of_frame(frame, self._position)
             if frame_index < 0:
                 continue
             if frame_index >= first and frame_index in job and frame_index not in self.store:
@@ -223,16 +223,12 @@ class GopFiller:
             self._position = position
             self._changed.notify_all()
 
-    def _index_of(self, frame) -> int:
-        pts = frame.pts if frame.pts is not None else frame.dts
-        return self._position if pts is None else self.index.index_of_pts(int(pts))
-
     def _decoder(self):
         """This thread's own (container, stream), opened and primed on first use."""
         if self._container is None:
             container, stream = open_video_stream(self.path, self._threads)
             # the first frame before any seek, as VideoReader._prime_decoder explains
-            next(decode_packets(container, stream, lambda: 0), None)
+            next(decode_packets(container, stream, lambda ts: True), None)
             self._container, self._stream = container, stream
         return self._container, self._stream
 

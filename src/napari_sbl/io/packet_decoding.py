@@ -8,22 +8,28 @@ from pathlib import Path
 from napari_sbl.errors import VideoError
 
 
-def decode_packets(container, stream, full_decode_from_pts: Callable[[], int]) -> Iterator:
-    """``av.VideoFrame`` s from the container's current position, skipping non-reference frames before
-    ``full_decode_from_pts()`` (read per packet, so the caller may move it while iterating).
+def decode_packets(container, stream, wanted: Callable[[int], bool]) -> Iterator:
+    """``av.VideoFrame`` s from the container's current position, skipping the non-reference frames of
+    packets whose timestamp ``wanted`` turns down (asked per packet, so the caller may change its mind
+    while iterating); packets without timestamps are always decoded.
 
-    A non-reference frame influences no other frame, so skipping it is exact; the switch back to full
-    decoding happens at the first packet whose timestamp reaches the first frame wanted, which is before
-    any packet of a wanted frame reaches the decoder.
+    A non-reference frame influences no other frame, so skipping it is exact: every wanted frame and
+    every frame one is predicted from still reaches the decoder.
     """
     context = stream.codec_context
     for packet in container.demux(stream):
         ts = packet.pts if packet.pts is not None else packet.dts
-        wanted = ts is None or ts >= full_decode_from_pts()
-        mode = "DEFAULT" if wanted else "NONREF"
+        mode = "DEFAULT" if ts is None or wanted(ts) else "NONREF"
         if context.skip_frame != mode:
             context.skip_frame = mode
         yield from packet.decode()
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What PyAV raises for data it cannot decode."""
+    import av
+
+    return (av.error.FFmpegError,)
 
 
 def open_video_stream(path: Path, threads: int):

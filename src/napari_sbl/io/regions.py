@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_sbl.errors import VideoError
 from napari_sbl.io.frame_index import FrameIndex
+from napari_sbl.io.packet_decoding import decode_errors, decode_packets, open_video_stream
 from napari_sbl.io.yuv import Box, region_rgb
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,10 @@ class FrameRegionReader:
     """
 
     def __init__(self, path: str | Path, frame_index: FrameIndex, wanted: np.ndarray) -> None:
-        import av
-
         self.path = Path(path)
         self.index = frame_index
         self._wanted_pts = set(frame_index.pts[np.asarray(wanted, dtype=np.int64)].tolist())
-        try:
-            self._container = av.open(str(self.path), metadata_errors="ignore")
-        except av.error.FFmpegError as err:
-            raise VideoError(f"{self.path}: cannot open video ({err})") from err
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "SLICE"
-        self._stream.thread_count = 1
+        self._container, self._stream = open_video_stream(self.path, threads=1)
         self._frames: Iterator | None = None
         self._next = -1
         self.damaged_frames: set[int] = set()
@@ -76,8 +69,7 @@ class FrameRegionReader:
             self._frames, self._next = self._decoded(), keyframe
         try:
             for frame in self._frames:
-                pts = frame.pts if frame.pts is not None else frame.dts
-                index = self.index.index_of_pts(int(pts)) if pts is not None else self._next
+                index = self.index.index_of_frame(frame, self._next)
                 if index < 0:
                     continue
                 self._next = index + 1
@@ -86,7 +78,7 @@ class FrameRegionReader:
                         log.warning("%s: frame %d is damaged; using frame %d", self.path.name, target, index)
                         self.damaged_frames.add(target)
                     return frame
-        except _decode_errors() as err:
+        except decode_errors() as err:
             self._frames = None
             raise VideoError(f"{self.path}: frame {target} cannot be decoded ({err})") from err
         self._frames = None
@@ -94,16 +86,4 @@ class FrameRegionReader:
 
     def _decoded(self) -> Iterator:
         """Frames in order; a packet neither wanted nor referred to by later frames is skipped by FFmpeg."""
-        context = self._stream.codec_context
-        for packet in self._container.demux(self._stream):
-            ts = packet.pts if packet.pts is not None else packet.dts
-            mode = "DEFAULT" if ts is None or ts in self._wanted_pts else "NONREF"
-            if context.skip_frame != mode:
-                context.skip_frame = mode
-            yield from packet.decode()
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    import av
-
-    return (av.error.FFmpegError,)
+        return decode_packets(self._container, self._stream, self._wanted_pts.__contains__)

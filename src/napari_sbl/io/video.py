@@ -24,7 +24,7 @@ from napari_sbl.io.frame_cache import FrameCache
 from napari_sbl.io.frame_index import FrameIndex, build_frame_index
 from napari_sbl.io.gop_filler import DEFAULT_GOP_CACHE_BYTES, GopFiller
 from napari_sbl.io.kept_frame import keep_frame, kept_nbytes
-from napari_sbl.io.packet_decoding import decode_packets, open_video_stream
+from napari_sbl.io.packet_decoding import decode_errors, decode_packets, open_video_stream
 from napari_sbl.io.request_history import RequestHistory
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ class VideoReader:
             while True:
                 frame = next(self._cursor)
                 self.frames_decoded += 1
-                index = self._index_of(frame)
+                index = self.index.index_of_frame(frame, self._cursor_next)
                 if index < 0:
                     continue
                 self._cursor_next = index + 1
@@ -306,7 +306,7 @@ class VideoReader:
         except StopIteration:
             self._cursor, self._cursor_next = None, -1
             raise VideoError(f"{self.path}: frame {target} cannot be decoded (file ends early)") from None
-        except _decode_errors() as err:
+        except decode_errors() as err:
             self._cursor, self._cursor_next = None, -1
             raise VideoError(f"{self.path}: frame {target} cannot be decoded ({err})") from err
 
@@ -328,15 +328,9 @@ class VideoReader:
         previous = self._cache.get(target - 1)
         return previous if previous is not None else image
 
-    def _index_of(self, frame) -> int:
-        pts = frame.pts if frame.pts is not None else frame.dts
-        if pts is None:
-            return self._cursor_next
-        return self.index.index_of_pts(int(pts))
-
     def _seek(self, keyframe: int) -> None:
         self._container.seek(int(self.index.pts[keyframe]), stream=self._stream, backward=True, any_frame=False)
-        self._cursor = decode_packets(self._container, self._stream, lambda: self._full_decode_from_pts)
+        self._cursor = decode_packets(self._container, self._stream, lambda ts: ts >= self._full_decode_from_pts)
         self._cursor_next = keyframe
 
     def _make_filler(self) -> GopFiller | None:
@@ -370,12 +364,6 @@ class VideoReader:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"], frame_index=state["index"], cache_bytes=state["cache_bytes"],
                       threads=state["threads"], gop_cache_bytes=state.get("gop_cache_bytes", DEFAULT_GOP_CACHE_BYTES))
-
-
-def _decode_errors() -> tuple[type[BaseException], ...]:
-    import av
-
-    return (av.error.FFmpegError,)
 
 
 def open_video(path: str | Path, **kwargs) -> VideoReader:
