@@ -33,6 +33,12 @@ class PlanarFrame:
         return sum(plane.nbytes for plane in self.planes)
 
 
+def plane_array(plane) -> np.ndarray:
+    """A PyAV plane as an (H, W) uint8 view of the frame's own memory (no copy; rows padded to
+    ``line_size`` are cut to the plane's width)."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
 KeptFrame = PlanarFrame | np.ndarray
 """What a frame cache holds: planes where the pixel format allows, else (H, W, 3) uint8 RGB."""
 
@@ -41,10 +47,7 @@ def keep_frame(frame) -> KeptFrame:
     """A copy of a decoded ``av.VideoFrame`` that outlives the decoder's buffers."""
     if frame.format.name not in PLANAR_8BIT_FORMATS:
         return frame.to_ndarray(format="rgb24")
-    planes = tuple(
-        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width].copy()
-        for plane in frame.planes
-    )
+    planes = tuple(plane_array(plane).copy() for plane in frame.planes)
     return PlanarFrame(planes, frame.format.name, frame.width, frame.height, int(frame.colorspace),
                        int(frame.color_range))
 
@@ -75,7 +78,7 @@ class RgbConverter:
         with self._lock:
             frame = self._scratch_for(kept)
             for plane, data in zip(frame.planes, kept.planes, strict=True):
-                np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width] = data
+                plane_array(plane)[:] = data
             frame.colorspace = kept.colorspace
             frame.color_range = kept.color_range
             return self._reformatter.reformat(frame, format="rgb24").to_ndarray()

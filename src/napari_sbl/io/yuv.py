@@ -17,6 +17,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from napari_sbl.io.kept_frame import plane_array
+
 Box = tuple[int, int, int, int]
 """(x0, y0, x1, y1) px, stop exclusive."""
 
@@ -40,11 +42,6 @@ def rgb_matrix(colorspace: int, full_range: bool) -> np.ndarray:
                         [luma, 2 * (1 - kb) * chroma, 0.0]])
     offset = -(columns @ np.array([black, 128.0, 128.0]))
     return np.hstack([columns, offset[:, None]]).astype(np.float32)
-
-
-def plane_array(plane) -> np.ndarray:
-    """A PyAV plane as an (H, W) uint8 view of the frame's own memory (no copy)."""
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
 
 
 def region_rgb(frame, box: Box, alpha: np.ndarray | None = None) -> np.ndarray:
