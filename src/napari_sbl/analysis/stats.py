@@ -36,15 +36,20 @@ class PairResult:
     rank_biserial: float
 
 
+def _ranked_valid(p_values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(p as float64, an all-NaN result of its shape, indices of the non-NaN p-values from smallest to
+    largest, ties in input order): what both corrections start from."""
+    p = np.asarray(p_values, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(p))
+    return p, np.full(p.shape, np.nan), valid[np.argsort(p[valid], kind="stable")]
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down family-wise correction of ``p_values`` (NaN left as NaN)."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = valid.size
+    p, adjusted, order = _ranked_valid(p_values)
+    m = order.size
     if m == 0:
         return adjusted
-    order = valid[np.argsort(p[valid], kind="stable")]
     stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
     adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
@@ -52,13 +57,10 @@ def holm(p_values) -> np.ndarray:
 
 def benjamini_hochberg(p_values) -> np.ndarray:
     """Benjamini-Hochberg false-discovery-rate adjusted p-values (NaN left as NaN)."""
-    p = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p.shape, np.nan)
-    valid = np.flatnonzero(~np.isnan(p))
-    m = valid.size
+    p, adjusted, order = _ranked_valid(p_values)
+    m = order.size
     if m == 0:
         return adjusted
-    order = valid[np.argsort(p[valid], kind="stable")]
     scaled = p[order] * m / np.arange(1, m + 1)
     adjusted[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return adjusted
