@@ -20,16 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from track_sam2 import SyntheticVideo, make_prompts, track_ours, track_upstream
+from track_sam2 import SyntheticVideo, make_prompts, make_tracker, track_ours, track_upstream
 
 
 def tracker_for(args: argparse.Namespace):
-    from napari_sbl.segment.drift import DriftParams
-    from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2Tracker, tiny_test_overrides
+    """The tracker ``track_sam2.py`` measures as ``ours`` (drift recovery off), with random weights."""
+    from napari_sbl.segment.sam2_tracker import tiny_test_overrides
 
-    overrides = tiny_test_overrides() if args.quick else ()
-    return Sam2Tracker(Sam2Params(model=args.model, weights="random", device=args.device,
-                                  config_overrides=overrides, drift=DriftParams(recover=False)))
+    return make_tracker({"model": args.model, "weights": "random", "device": args.device, "impl": "ours",
+                         "encoder_batch": 8, "overrides": list(tiny_test_overrides()) if args.quick else []})
 
 
 def run_once(impl: str, tracker, video) -> None:
