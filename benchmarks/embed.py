@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from embed_input import NullEncoder, run_step, stage_times
+from napari_sbl.embed.clips import default_workers
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "data" / "videos" / "mouse_openfield_dlc.mp4"
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed-batch", type=int, default=8)
     parser.add_argument("--seed-clips", type=int, default=64, help="clips the slow seed-style path embeds")
-    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 2))
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--quick", action="store_true", help="tiny config, 240 frames, 36-px crops (CPU smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as Markdown here")
     args = parser.parse_args(argv)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sbl.embed.clips import default_workers
+
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO.parent / "shared" / "data" / "videos" / "mouse_openfield_dlc.mp4"
 
@@ -163,7 +165,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=288, help="crop side in px")
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 2))
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--cut-on-device", action="store_true",
                         help="also cut the crops on the JAX device in the device row (slow on a CPU)")
     return parser.parse_args(argv)

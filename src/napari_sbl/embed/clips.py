@@ -33,10 +33,13 @@ class EmbedError(SblError):
     """Embedding cannot run on this input (no tracks, too few frames, inconsistent arrays...)."""
 
 
+MAX_DECODERS = 16
+"""Most readers the embed step decodes with: more stop paying (the backbone is the limit on a GPU host)."""
+
+
 def default_workers() -> int:
-    """Decode/registration threads when none are asked for: one per CPU core, at most 16 (more readers
-    than that stop paying: the backbone is the limit on a GPU host)."""
-    return max(1, min(16, os.cpu_count() or 2))
+    """Decode/registration threads when none are asked for: one per CPU core, at most :data:`MAX_DECODERS`."""
+    return max(1, min(MAX_DECODERS, os.cpu_count() or 2))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sbl.embed.clips import ClipPlan, EmbedError, EmbedParams, build_plan, load_tracks
+from napari_sbl.embed.clips import MAX_DECODERS, ClipPlan, EmbedError, EmbedParams, build_plan, load_tracks
 from napari_sbl.embed.crops import CropBuilder as CropBuilder  # ``X as X``: re-exported from the crop pipeline
 from napari_sbl.embed.crops import iter_samples as iter_samples
 from napari_sbl.embed.crops import opencv_single_threaded as opencv_single_threaded
@@ -47,8 +47,6 @@ from napari_sbl.store.session import SessionStore, store_ready
 
 log = logging.getLogger(__name__)
 LOOKAHEAD_BLOCKS = 2
-MAX_DECODERS = 16
-"""Readers decoding spans of samples at once (one decoder thread each; the step uses up to ``workers``)."""
 SKIP_REASON = "animal present on fewer than min_present of the clip's sampled frames"
 
 
