@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_sbl.segment.measure import measure_labels
+from napari_sbl.segment.measure import LabelMeasurements
 
 REASONS = ("jump", "area", "empty", "reseed")  # far from the prediction, area out of range, gone, gone for long
 
@@ -76,9 +76,14 @@ ABSENT = AnimalObservation(0.0, np.full(2, np.nan), np.full(4, np.nan))
 
 def observe_labels(labels: np.ndarray, animal_ids: Sequence[int]) -> dict[int, AnimalObservation]:
     """Measure each animal of an (H, W) label image (see :func:`~.measure.measure_labels`)."""
-    centroid, box, area = measure_labels(labels, np.asarray(animal_ids))
-    return {int(i): AnimalObservation(float(area[k]), centroid[k].astype(np.float64), box[k].astype(np.float64))
-            for k, i in enumerate(animal_ids)}
+    return observations_from(LabelMeasurements.of(labels, np.asarray(animal_ids)))
+
+
+def observations_from(measurements: LabelMeasurements) -> dict[int, AnimalObservation]:
+    """Each measured animal as an observation, keyed by its id."""
+    m = measurements
+    return {int(i): AnimalObservation(float(m.area[k]), m.centroid[k].astype(np.float64), m.bbox[k].astype(np.float64))
+            for k, i in enumerate(m.animal_ids)}
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,37 @@ whichever tracker made them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelMeasurements:
+    """What :func:`measure_labels` returns, with the ids its rows belong to.
+
+    A backend that measures its masks anyway (SAM2 does, on the GPU) hands this along with the
+    labels, so the tracking step does not measure the same image again.
+    """
+
+    animal_ids: np.ndarray  # (A,) int
+    centroid: np.ndarray  # (A, 2) float32 (x, y), NaN where absent
+    bbox: np.ndarray  # (A, 4) float32 (x0, y0, x1, y1), x1/y1 exclusive, NaN where absent
+    area: np.ndarray  # (A,) float32 pixel counts
+
+    @classmethod
+    def of(cls, labels: np.ndarray, animal_ids: np.ndarray) -> LabelMeasurements:
+        ids = np.asarray(animal_ids, dtype=np.int64).reshape(-1)
+        return cls(ids, *measure_labels(labels, ids))
+
+    def for_ids(self, animal_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(centroid, bbox, area) in the order of ``animal_ids``; None unless every id was measured."""
+        row_of = {int(i): k for k, i in enumerate(self.animal_ids)}
+        try:
+            rows = [row_of[int(i)] for i in np.asarray(animal_ids).reshape(-1)]
+        except KeyError:
+            return None
+        return self.centroid[rows], self.bbox[rows], self.area[rows]
 
 
 def measure_labels(

@@ -16,7 +16,7 @@ import numpy as np
 from napari_sbl.errors import PromptError, StoreError
 from napari_sbl.progress import Reporter, silent
 from napari_sbl.segment.backends import TrackParams, make_tracker
-from napari_sbl.segment.measure import measure_labels
+from napari_sbl.segment.measure import LabelMeasurements, measure_labels
 from napari_sbl.segment.prompts import (
     FramePrompts,
     animal_ids,
@@ -90,7 +90,8 @@ def track_video(
             for tracked in tracker.track(video, gap_prompts, gap_start, gap_stop, reporter):
                 reporter.check()
                 if gap_start <= tracked.frame_index < gap_stop:
-                    writer.write(tracked.frame_index, tracked.labels, getattr(tracked, "quality", None))
+                    writer.write(tracked.frame_index, tracked.labels, getattr(tracked, "quality", None),
+                                 tracked.measurements)
                     written += 1
                     reporter.advance()
             recoveries += getattr(getattr(tracker, "last_stats", None), "recoveries", None) or []
@@ -197,14 +198,17 @@ class TrackWriter:
     def labels(self, frame_index: int) -> np.ndarray:
         return np.asarray(self.masks[frame_index])
 
-    def write(self, frame_index: int, labels: np.ndarray, quality: Mapping[int, float] | None = None) -> None:
-        """Write one frame's labels; ``quality`` is the backend's own confidence per animal id, if any."""
+    def write(self, frame_index: int, labels: np.ndarray, quality: Mapping[int, float] | None = None,
+              measurements: LabelMeasurements | None = None) -> None:
+        """Write one frame's labels; ``quality`` is the backend's own confidence per animal id, if any;
+        ``measurements`` the backend's own of ``labels``, if it made them."""
         if labels.shape != self.frame_shape:
             raise StoreError(f"tracker returned a {labels.shape} mask for a {self.frame_shape} video")
         labels = labels.astype(np.uint16, copy=False)
         self.masks[frame_index] = labels
         own = np.array([(quality or {}).get(int(i), np.nan) for i in self.ids], dtype=np.float32)
-        self._pending[frame_index] = (*measure_labels(labels, self.ids), own)
+        measured = measurements.for_ids(self.ids) if measurements is not None else None
+        self._pending[frame_index] = (*(measured or measure_labels(labels, self.ids)), own)
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 

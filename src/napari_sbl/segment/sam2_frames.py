@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_sbl.segment.measure import LabelMeasurements
 from napari_sbl.segment.tracker import FrameSource, TrackedFrame
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -309,21 +310,64 @@ def labels_from_logits(logits: torch.Tensor, label_of_row: torch.Tensor, height:
     return label_of_row[row].masked_fill_(best <= 0, 0)
 
 
-class LabelDownload:
-    """One frame's labels on their way to the host; on a GPU the copy overlaps the next frame."""
+def measure_on_device(labels: torch.Tensor, label_of_row: torch.Tensor) -> torch.Tensor:
+    """(H, W) labels → (A, 7) float32 ``[area, cx, cy, x0, y0, x1, y1]`` for each id of ``label_of_row``.
 
-    def __init__(self, frame_index: int, labels: torch.Tensor) -> None:
+    The numbers of :func:`~napari_sbl.segment.measure.measure_labels` (NaN centroid and box where an
+    animal is absent), computed where the labels are: on a GPU this is a few small kernels instead
+    of a pass over every foreground pixel on the host, and seven numbers per animal to download.
+    Sums and products only (no matmul), so autocast leaves them in float32.
+    """
+    height, width = labels.shape
+    masks = labels.unsqueeze(0) == label_of_row.to(labels.dtype).view(-1, 1, 1)
+    per_column = masks.sum(dim=1, dtype=torch.float32)  # (A, W) pixels in each column
+    per_row = masks.sum(dim=2, dtype=torch.float32)  # (A, H)
+    area = per_column.sum(dim=1)
+    xs = torch.arange(width, device=labels.device, dtype=torch.float32)
+    ys = torch.arange(height, device=labels.device, dtype=torch.float32)
+    present = area > 0
+    safe_area = area.clamp(min=1.0)
+    centroid = torch.stack([(per_column * xs).sum(dim=1) / safe_area, (per_row * ys).sum(dim=1) / safe_area], dim=1)
+    box = torch.stack([*_extent(per_column > 0), *_extent(per_row > 0)], dim=1)[:, [0, 2, 1, 3]]
+    nan = torch.tensor(float("nan"), device=labels.device)
+    located = torch.where(present[:, None], torch.cat([centroid, box], dim=1), nan)
+    return torch.cat([area[:, None], located], dim=1)
+
+
+def _extent(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and one-past-last occupied index of each row of an (A, L) bool table, as float32."""
+    size = occupied.shape[1]
+    as_int = occupied.to(torch.uint8)
+    first = as_int.argmax(dim=1)
+    last = size - as_int.flip(dims=(1,)).argmax(dim=1)
+    return first.float(), last.float()
+
+
+class LabelDownload:
+    """One frame's labels and their measurements on the way to the host; on a GPU the copy overlaps
+    the next frame's work. ``label_of_row`` holds ``animal_ids`` on the labels' device."""
+
+    def __init__(self, frame_index: int, labels: torch.Tensor, label_of_row: torch.Tensor,
+                 animal_ids: Sequence[int]) -> None:
         self.frame_index = frame_index
+        self._animal_ids = np.asarray(animal_ids, dtype=np.int64)
+        measured = measure_on_device(labels, label_of_row)
         self._event = None
         if labels.is_cuda:
             self._host = torch.empty(labels.shape, dtype=labels.dtype, pin_memory=True)
+            self._host_measured = torch.empty(measured.shape, dtype=measured.dtype, pin_memory=True)
             self._host.copy_(labels, non_blocking=True)
+            self._host_measured.copy_(measured, non_blocking=True)
             self._event = torch.cuda.Event()
             self._event.record()
         else:
-            self._host = labels
+            self._host, self._host_measured = labels, measured
 
     def result(self) -> TrackedFrame:
         if self._event is not None:
             self._event.synchronize()
-        return TrackedFrame(self.frame_index, self._host.numpy().astype(np.uint16))
+        measured = self._host_measured.numpy()
+        measurements = LabelMeasurements(
+            self._animal_ids, measured[:, 1:3].copy(), measured[:, 3:7].copy(), measured[:, 0].copy()
+        )
+        return TrackedFrame(self.frame_index, self._host.numpy().astype(np.uint16), measurements=measurements)

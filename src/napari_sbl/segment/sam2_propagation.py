@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_sbl.progress import Reporter
-from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observe_labels
+from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observations_from
 from napari_sbl.segment.prompts import FramePrompts, animal_ids
 from napari_sbl.segment.sam2_frames import BackboneFeatureCache, LabelDownload, LazySam2Images
 from napari_sbl.segment.sam2_memory import (
@@ -35,7 +35,7 @@ from napari_sbl.segment.sam2_memory import (
 )
 from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert
 from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2TrackedFrame, TrackStats
-from napari_sbl.segment.tracker import FrameSource
+from napari_sbl.segment.tracker import FrameSource, TrackedFrame
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,12 @@ class TrackRun:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.params.attention_backends:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
+                     "math": "MATH"}
+            stack.enter_context(sdpa_kernel([getattr(SDPBackend, names[b]) for b in self.params.attention_backends]))
         return stack
 
     def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:
@@ -137,16 +143,15 @@ class TrackRun:
             self.features.release(frame_index)
             if not wanted:
                 return None
-            return PendingFrame(frame_index, prompted, LabelDownload(frame_index, self._labels(rows)))
-        labels = self._labels(rows).cpu().numpy()
-        observations = observe_labels(labels, self.animal_ids)
+            return PendingFrame(frame_index, prompted, self._download(frame_index, rows))
+        measured, observations = self._observed(frame_index, rows)
         attempts: dict[int, bool] = {}
         requests = self.monitor.assess(observations, prompted)
         if requests:
-            labels, observations, attempts = self._recover(frame_index, reverse, requests, rows, observations)
+            measured, observations, attempts = self._recover(frame_index, reverse, requests, rows, observations)
         self.features.release(frame_index)
-        quality = self._commit(frame_index, observations, labels, prompted, attempts)
-        frame = Sam2TrackedFrame(frame_index, labels.astype(np.uint16), quality)
+        quality = self._commit(frame_index, observations, measured.labels, prompted, attempts)
+        frame = Sam2TrackedFrame(frame_index, measured.labels, quality, measurements=measured.measurements)
         return PendingFrame(frame_index, prompted, frame=frame) if wanted else None
 
     def prune(self, frame_index: int, track_pass: TrackPass) -> None:
@@ -172,9 +177,9 @@ class TrackRun:
 
     def _recover(
         self, frame_index: int, reverse: bool, requests: list[Recovery], rows: list[torch.Tensor], observations: dict
-    ) -> tuple[np.ndarray, dict, dict[int, bool]]:
+    ) -> tuple[TrackedFrame, dict, dict[int, bool]]:
         """Re-prompt the requested animals on this frame; keep each new mask only if it scores better
-        than the tracked one. Returns the frame's labels, observations and attempts."""
+        than the tracked one. Returns the frame's labels (measured), observations and attempts."""
         self.features.ensure(frame_index)
         replaced = {r.animal_id: reprompt(self.predictor, self.state, frame_index, r) for r in requests}
         new_logits = finish_reprompts(self.predictor, self.state, frame_index, reverse,
@@ -182,8 +187,7 @@ class TrackRun:
         kept = list(rows)
         for obj_idx, logits in new_logits.items():
             kept[obj_idx] = logits
-        labels = self._labels(kept).cpu().numpy()
-        after = observe_labels(labels, self.animal_ids)
+        measured, after = self._observed(frame_index, kept)
         attempts = {}
         for request in requests:
             animal_id, obj_idx = request.animal_id, replaced[request.animal_id].obj_idx
@@ -201,9 +205,9 @@ class TrackRun:
         self.stats.peak_recovery_cond_frames = max(self.stats.peak_recovery_cond_frames, self.recovery_frames.most_held)
         self.groups = regroup(self.state, self.params.batch_animals)
         if all(attempts.values()):
-            return labels, after, attempts
-        labels = self._labels(kept).cpu().numpy()  # some animals keep their tracked mask
-        return labels, observe_labels(labels, self.animal_ids), attempts
+            return measured, after, attempts
+        measured, observations = self._observed(frame_index, kept)  # some animals keep their tracked mask
+        return measured, observations, attempts
 
     def _commit(self, frame_index: int, observations: dict, labels: np.ndarray | None, prompted: frozenset[int],
                 attempts: dict[int, bool] | None = None) -> dict[int, float]:
@@ -221,11 +225,18 @@ class TrackRun:
                 rows[obj_idx] = logits[row : row + 1]
         return rows
 
-    def _labels(self, rows: list[torch.Tensor]) -> torch.Tensor:
+    def _download(self, frame_index: int, rows: list[torch.Tensor]) -> LabelDownload:
+        """The frame's labels, merged from the animals' logits and measured on the device, on their way out."""
         from napari_sbl.segment import sam2_frames  # looked up per call: tests watch the logits
 
         height, width = self.frame_shape
-        return sam2_frames.labels_from_logits(torch.cat(rows), self.label_of_row, height, width)
+        labels = sam2_frames.labels_from_logits(torch.cat(rows), self.label_of_row, height, width)
+        return LabelDownload(frame_index, labels, self.label_of_row, self.animal_ids)
+
+    def _observed(self, frame_index: int, rows: list[torch.Tensor]) -> tuple[TrackedFrame, dict]:
+        """The measured labels on the host now, and each animal's observation."""
+        tracked = self._download(frame_index, rows).result()
+        return tracked, observations_from(tracked.measurements)
 
     def _track_group(self, group: Any, frame_index: int, reverse: bool) -> torch.Tensor:
         cond = group.cond_frames.get(frame_index)
@@ -250,10 +261,10 @@ class TrackRun:
     def _deliver(self, pending: PendingFrame) -> Iterator[Sam2TrackedFrame]:
         frame = pending.frame
         if frame is None:  # recovery off: scored here, in frame order, one frame late
-            labels = pending.download.result().labels
-            observations = observe_labels(labels, self.animal_ids)
-            frame = Sam2TrackedFrame(pending.frame_index, labels,
-                                     self._commit(pending.frame_index, observations, None, pending.prompted))
+            tracked = pending.download.result()
+            observations = observations_from(tracked.measurements)
+            quality = self._commit(pending.frame_index, observations, None, pending.prompted)
+            frame = Sam2TrackedFrame(pending.frame_index, tracked.labels, quality, measurements=tracked.measurements)
         self.stats.frames_yielded += 1
         with self.images.decoding_paused():  # the caller may read the frame source meanwhile
             yield frame

@@ -43,6 +43,7 @@ MODEL_CONFIGS = {
 }
 WEIGHT_CHOICES = ("pretrained", "random")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,10 @@ class Sam2Params:
     VOS-optimised predictor with the per-frame components through ``torch.compile`` and CUDA
     graphs (:mod:`.sam2_compiled`), the encoder batch padded to one shape. Experimental: on an
     H100 it compiled in ~75 s and then ran no faster than eager (benchmarks/results/track.md), so
-    neither the CLI nor the dock offers it; benchmarks use it.
+    neither the CLI nor the dock offers it; benchmarks use it. ``bf16_weights`` stores the weights
+    of linear and convolution layers in bf16 once (see :func:`store_autocast_weights`).
+    ``attention_backends`` limits PyTorch's fused attention to these backends ('flash',
+    'efficient', 'cudnn', 'math'); empty leaves the choice to PyTorch.
     """
 
     model: str = "tiny"
@@ -74,6 +78,8 @@ class Sam2Params:
     read_ahead_frames: int = 16
     seed: int = 0
     compile: bool = False
+    bf16_weights: bool = True
+    attention_backends: tuple[str, ...] = ()
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -85,6 +91,10 @@ class Sam2Params:
             if value not in choices:
                 raise ValueError(f"SAM2 {what} {value!r} is not one of {', '.join(choices)}")
         object.__setattr__(self, "config_overrides", tuple(self.config_overrides))
+        object.__setattr__(self, "attention_backends", tuple(self.attention_backends))
+        unknown = set(self.attention_backends) - set(ATTENTION_BACKENDS)
+        if unknown:
+            raise ValueError(f"attention backends {sorted(unknown)} are not among {', '.join(ATTENTION_BACKENDS)}")
         if isinstance(self.drift, Mapping):
             object.__setattr__(self, "drift", DriftParams(**self.drift))
         if self.encoder_batch_frames < 1:
@@ -328,11 +338,31 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
                 f"{checkpoint} does not fit the SAM2.1 {params.model} model (its weights have other names "
                 f"or shapes); pass the checkpoint of {params.weight_name}.pt or choose the matching model"
             ) from err
+    if params.bf16_weights:
+        store_autocast_weights(predictor, torch.bfloat16)
     if predictor.fill_hole_area > 0 and not _hole_filling_available(device):
         # Without sam2's CUDA extension SAM2 skips hole filling anyway, after a failed import and a
         # warning on every frame; switching it off gives the same masks without that cost.
         predictor.fill_hole_area = 0
     return predictor
+
+
+def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Cast the weights of linear and convolution layers to ``dtype``; returns how many layers.
+
+    Autocast computes these layers in ``dtype`` anyway, casting their float32 weights on every call
+    and caching the casts only until its context closes, which the tracker does after every frame
+    (so no caller code runs under it): ~100 weight casts per frame. Stored in ``dtype``, the same
+    matmuls run with nothing to cast. The layers then need autocast (or ``dtype`` inputs), which
+    every tracker call has.
+    """
+    import torch
+
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+    layers = [module for module in model.modules() if isinstance(module, kinds)]
+    for layer in layers:
+        layer.to(dtype)
+    return len(layers)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

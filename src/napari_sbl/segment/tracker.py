@@ -8,12 +8,13 @@ per-frame measurements to the store, resuming, progress.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from napari_sbl.progress import Reporter
+from napari_sbl.segment.measure import LabelMeasurements
 from napari_sbl.segment.prompts import FramePrompts
 
 
@@ -37,10 +38,14 @@ class FrameSource(Protocol):
 
 @dataclass(frozen=True)
 class TrackedFrame:
-    """One frame of tracking output: ``labels`` (H, W) uint16, 0 = background, value = animal id."""
+    """One frame of tracking output: ``labels`` (H, W) uint16, 0 = background, value = animal id.
+
+    ``measurements``, if the backend measured ``labels`` itself, saves the tracking step doing it again.
+    """
 
     frame_index: int
     labels: np.ndarray
+    measurements: LabelMeasurements | None = field(default=None, kw_only=True)
 
 
 @runtime_checkable
