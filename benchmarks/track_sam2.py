@@ -10,7 +10,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
   jump, so it re-prompts far more often than with trained weights);
 - ``ours-plain``: the same with batching and the read-ahead thread off (pruning and laziness stay);
 - ``ours-compiled``: ``ours`` with ``compile`` on (SAM2's VOS predictor, every component compiled);
-- ``ours-flash``: ``ours`` with PyTorch's fused attention kept off cuDNN (flash, else memory-efficient);
+- ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
+- ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
 - ``upstream-jpeg``: SAM2's ``init_state`` on a JPEG folder (loads every frame), then propagation;
 - ``upstream-compiled``: ``upstream-lazy`` on the same compiled predictor.
@@ -45,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("ours", "ours-plain", "ours-compiled", "ours-recover", "ours-flash", "upstream-lazy",
-                   "upstream-jpeg", "upstream-compiled")
+IMPLEMENTATIONS = ("ours", "ours-plain", "ours-compiled", "ours-recover", "ours-eager", "ours-cudnn",
+                   "upstream-lazy", "upstream-jpeg", "upstream-compiled")
 COMPILED = ("ours-compiled", "upstream-compiled")
 GIB = float(1 << 30)
 
@@ -224,7 +225,8 @@ def make_tracker(config: dict) -> object:
         compile=config["impl"] in COMPILED,
         bf16_weights=config["impl"].startswith("ours"),  # SAM2's predictor as its users run it: float32 weights
         drift=DriftParams(recover=config["impl"] == "ours-recover"),
-        attention_backends=("flash", "efficient", "math") if config["impl"] == "ours-flash" else (),
+        attention_backends=() if config["impl"] == "ours-cudnn" else ("flash", "efficient", "math"),
+        cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
     )
     return Sam2Tracker(params)
 

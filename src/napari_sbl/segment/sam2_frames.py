@@ -328,9 +328,9 @@ def measure_on_device(labels: torch.Tensor, label_of_row: torch.Tensor) -> torch
     present = area > 0
     safe_area = area.clamp(min=1.0)
     centroid = torch.stack([(per_column * xs).sum(dim=1) / safe_area, (per_row * ys).sum(dim=1) / safe_area], dim=1)
-    box = torch.stack([*_extent(per_column > 0), *_extent(per_row > 0)], dim=1)[:, [0, 2, 1, 3]]
-    nan = torch.tensor(float("nan"), device=labels.device)
-    located = torch.where(present[:, None], torch.cat([centroid, box], dim=1), nan)
+    (x0, x1), (y0, y1) = _extent(per_column > 0), _extent(per_row > 0)
+    located = torch.cat([centroid, torch.stack([x0, y0, x1, y1], dim=1)], dim=1)
+    located = located.masked_fill(~present[:, None], float("nan"))  # no host tensor: no copy, no sync
     return torch.cat([area[:, None], located], dim=1)
 
 

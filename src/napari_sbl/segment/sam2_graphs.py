@@ -1,0 +1,154 @@
+"""CUDA graphs for the SAM2 modules that run on every tracked frame.
+
+Tracking one frame launches ~550 small kernels from Python (memory attention, mask decoder, memory
+encoder, their position encodings), and on an H100 the GPU finishes each long before the host has
+issued the next: the loop is bound by the host, not the GPU. Once a pass has filled its memory
+window, every frame calls these modules with the same shapes, so :class:`GraphedModule` records a
+module's kernels once per call signature (shapes, dtypes, strides and the non-tensor arguments) and
+replays them afterwards: one launch instead of hundreds, no Python in between.
+
+A signature is recorded only after it has been seen ``record_after`` times (the first frames of a
+pass each have a different memory length and would never repeat), and at most ``max_graphs`` are
+kept per module; everything else runs eagerly. Inputs are copied into the recording's own buffers
+and outputs are cloned out of them, so callers (SAM2 keeps memory features across frames) never see
+a buffer that the next replay overwrites. Off CUDA, with grad enabled, or when recording fails, the
+module simply runs as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils import _pytree as pytree
+
+logger = logging.getLogger(__name__)
+
+GRAPHED_MODULES = ("memory_attention", "memory_encoder", "sam_mask_decoder")
+
+
+@dataclass
+class _Recording:
+    graph: torch.cuda.CUDAGraph
+    inputs: list[torch.Tensor]
+    outputs: Any
+
+
+@dataclass
+class GraphStats:
+    """What a :class:`GraphedModule` did: calls replayed, calls run eagerly, signatures recorded."""
+
+    replayed: int = 0
+    eager: int = 0
+    recorded: int = 0
+    failed: int = 0
+    seen: dict = field(default_factory=dict)
+
+
+class GraphedModule(torch.nn.Module):
+    """``module`` with its forward replayed from CUDA graphs for call signatures that repeat.
+
+    Attribute lookups the wrapper does not know fall through to ``module``, so callers that use its
+    other methods (``get_dense_pe``) or attributes keep working.
+    """
+
+    def __init__(self, module: torch.nn.Module, record_after: int = 3, max_graphs: int = 8) -> None:
+        super().__init__()
+        self.inner = module
+        self.record_after = record_after
+        self.max_graphs = max_graphs
+        self.stats = GraphStats()
+        self._recordings: dict[tuple, _Recording | None] = {}  # None: recording failed, run eagerly
+        self._pool: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["inner"], name)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        key = _signature(leaves, spec)
+        if key is None:
+            self.stats.eager += 1
+            return self.inner(*args, **kwargs)
+        recording = self._recordings.get(key)
+        if recording is None and key not in self._recordings:
+            seen = self.stats.seen[key] = self.stats.seen.get(key, 0) + 1
+            if seen >= self.record_after and len(self._recordings) < self.max_graphs:
+                recording = self._recordings[key] = self._record(leaves, spec)
+        if recording is None:
+            self.stats.eager += 1
+            return self.inner(*args, **kwargs)
+        tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        for buffer, value in zip(recording.inputs, tensors, strict=True):
+            buffer.copy_(value)
+        recording.graph.replay()
+        self.stats.replayed += 1
+        return pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, recording.outputs)
+
+    def _record(self, leaves: list[Any], spec: Any) -> _Recording | None:
+        inputs = [leaf.clone() for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        buffers = iter(inputs)
+        args, kwargs = pytree.tree_unflatten(
+            [next(buffers) if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves], spec
+        )
+        autocast = torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda")
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up off the main stream, as capture wants
+                self.inner(*args, **kwargs)
+            torch.cuda.current_stream().wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            # autocast's weight-cast cache must not hand tensors across the capture boundary
+            with (torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False),
+                  torch.cuda.graph(graph, pool=self._pool)):
+                outputs = self.inner(*args, **kwargs)
+        except Exception as error:  # an op that cannot be captured: this signature stays eager
+            logger.warning("CUDA graph recording of %s failed, running it eagerly: %s",
+                           type(self.inner).__name__, error)
+            self.stats.failed += 1
+            torch.cuda.synchronize()
+            return None
+        self.stats.recorded += 1
+        return _Recording(graph, inputs, outputs)
+
+
+def _signature(leaves: list[Any], spec: Any) -> tuple | None:
+    """What a recording depends on, or None when this call must run eagerly."""
+    tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    if not tensors or any(not t.is_cuda for t in tensors) or torch.is_grad_enabled():
+        return None
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            parts.append((tuple(leaf.shape), tuple(leaf.stride()), leaf.dtype, leaf.device))
+        elif leaf is None or isinstance(leaf, (bool, int, float, str)):
+            parts.append(leaf)
+        else:  # something we cannot key on
+            return None
+    autocast = (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
+    return (str(spec), tuple(parts), autocast, torch.is_inference_mode_enabled())
+
+
+def graph_per_frame_modules(predictor: torch.nn.Module) -> dict[str, GraphedModule]:
+    """Wrap the predictor's per-frame modules (:data:`GRAPHED_MODULES`, and the prompt encoder's
+    dense position encoding) in :class:`GraphedModule`; returns the wrappers by name."""
+    wrapped = {}
+    for name in GRAPHED_MODULES:
+        module = getattr(predictor, name)
+        if not isinstance(module, GraphedModule):
+            setattr(predictor, name, GraphedModule(module))
+        wrapped[name] = getattr(predictor, name)
+    prompt_encoder = predictor.sam_prompt_encoder
+    if not isinstance(prompt_encoder.pe_layer, GraphedModule):
+        prompt_encoder.pe_layer = GraphedModule(prompt_encoder.pe_layer)
+    wrapped["dense_position_encoding"] = prompt_encoder.pe_layer
+    return wrapped
