@@ -3,7 +3,7 @@
 Random weights (speed does not depend on them), inputs already on the device, so the numbers are
 the encoder's compute only: no decoding, resizing or host-to-device copies. Donating the input
 buffer would not help (the output has a different shape), so nothing is donated. ``--attention``
-times each mode with each spatial attention implementation (XLA einsums or the fused Pallas kernel),
+times each mode with each attention implementation (XLA einsums or the fused Pallas kernel),
 same process, same weights, and reports how far their tokens are apart on one clip.
 
     python benchmarks/embed_backbone.py --out benchmarks/results/embed_backbone.md
@@ -30,7 +30,7 @@ MODES = {
 }
 ATTENTIONS = {
     "xla": "XLA einsums; capped scores and probabilities round-trip through HBM",
-    "fused": "Pallas kernel (embed/attention.py): scores, tanh cap and fp32 softmax on chip; spatial stack only",
+    "fused": "Pallas kernel (embed/attention.py): scores, tanh cap and fp32 softmax on chip; both stacks",
 }
 
 
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--modes", nargs="+", default=["fp32-tf32", "bf16"], choices=sorted(MODES))
     parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", *ATTENTIONS],
-                        help="spatial attention implementations to time ('auto': fused on GPU, else XLA)")
+                        help="attention implementations to time ('auto': fused on GPU, else XLA)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--no-check", action="store_true", help="skip the bf16-vs-fp32 agreement check")

@@ -262,6 +262,18 @@ def test_fused_encoder_has_the_same_parameter_tree():
     assert set(tree("fused")) == set(ckpt.expected_shapes(TINY))
 
 
+def test_fused_encoder_runs_the_kernel_in_both_stacks():
+    frames = jax.ShapeDtypeStruct((1, 4, 16, 16, 3), jnp.float32)
+    variables = vp.random_variables(TINY, seed=0)
+
+    def kernels(attention):
+        forward = partial(vpm.FactorizedEncoder(TINY, attention=attention).apply, variables)
+        return str(jax.make_jaxpr(forward)(frames)).count("name=capped_attention")
+
+    # per stack's scanned block (spatial, temporal): the kernel staged twice, compiled for CUDA and interpreted
+    assert (kernels("fused"), kernels("xla")) == (2 * 2, 0)
+
+
 @pytest.mark.parametrize("shape", [(2, 4, 16, 16, 3), (1, 3, 20, 24, 3)], ids=["16-tokens", "30-tokens-padded"])
 def test_encoder_tokens_agree_fused_vs_xla_fp32(tiny_variables, shape):
     frames = np.random.default_rng(0).random(shape, dtype=np.float32)
