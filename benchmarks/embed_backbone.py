@@ -135,7 +135,9 @@ def agreement_lines(encoders: dict, attentions: list[str], clip_shape: tuple) ->
 
 
 def tiling_label(tiling: Any) -> str:
-    return f"{tiling.block_q}x{tiling.num_warps}"
+    """As ``$NAPARI_SBL_ATTENTION_TILING`` writes it; the kernel shrinks the blocks to fit each stack."""
+    text = f"{tiling.variant}:{tiling.block_q}x{tiling.num_warps}"
+    return f"{text}x{tiling.block_k}" if tiling.variant == "stream" else text
 
 
 def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str]) -> dict:
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python {' '.join(['benchmarks/embed_backbone.py', *(argv or sys.argv[1:])])}`",
         *(f"- {mode}: {MODES[mode][2]}" for mode in args.modes),
         *(f"- attention {attention}: {ATTENTIONS[attention]}" for attention in attentions),
-        *([f"- fused tiling (queries per program x warps): {tiling_label(KernelTiling.from_environment())}"]
+        *([f"- fused tiling ($NAPARI_SBL_ATTENTION_TILING): {tiling_label(KernelTiling.from_environment())}"]
           if "fused" in attentions else []),
     ]
     if not args.no_check:
