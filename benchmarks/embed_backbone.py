@@ -3,7 +3,7 @@
 Random weights (speed does not depend on them), inputs already on the device, so the numbers are
 the encoder's compute only: no decoding, resizing or host-to-device copies. Donating the input
 buffer would not help (the output has a different shape), so nothing is donated. ``--attention``
-times each mode with each spatial attention implementation (XLA einsums or the fused Pallas kernel),
+times each mode with each attention implementation (XLA einsums or the fused Pallas kernel),
 same process, same weights, and reports how far their tokens are apart on one clip.
 
     python benchmarks/embed_backbone.py --out benchmarks/results/embed_backbone.md
@@ -30,7 +30,7 @@ MODES = {
 }
 ATTENTIONS = {
     "xla": "XLA einsums; capped scores and probabilities round-trip through HBM",
-    "fused": "Pallas kernel (embed/attention.py): scores, tanh cap and fp32 softmax on chip; spatial stack only",
+    "fused": "Pallas kernel (embed/attention.py): scores, tanh cap and fp32 softmax on chip; both stacks",
 }
 
 
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--modes", nargs="+", default=["fp32-tf32", "bf16"], choices=sorted(MODES))
     parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", *ATTENTIONS],
-                        help="spatial attention implementations to time ('auto': fused on GPU, else XLA)")
+                        help="attention implementations to time ('auto': fused on GPU, else XLA)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--no-check", action="store_true", help="skip the bf16-vs-fp32 agreement check")
@@ -135,7 +135,9 @@ def agreement_lines(encoders: dict, attentions: list[str], clip_shape: tuple) ->
 
 
 def tiling_label(tiling: Any) -> str:
-    return f"{tiling.block_q}x{tiling.num_warps}"
+    """As ``$NAPARI_SBL_ATTENTION_TILING`` writes it; the kernel shrinks the blocks to fit each stack."""
+    text = f"{tiling.variant}:{tiling.block_q}x{tiling.num_warps}"
+    return f"{text}x{tiling.block_k}" if tiling.variant == "stream" else text
 
 
 def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str]) -> dict:
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python {' '.join(['benchmarks/embed_backbone.py', *(argv or sys.argv[1:])])}`",
         *(f"- {mode}: {MODES[mode][2]}" for mode in args.modes),
         *(f"- attention {attention}: {ATTENTIONS[attention]}" for attention in attentions),
-        *([f"- fused tiling (queries per program x warps): {tiling_label(KernelTiling.from_environment())}"]
+        *([f"- fused tiling ($NAPARI_SBL_ATTENTION_TILING): {tiling_label(KernelTiling.from_environment())}"]
           if "fused" in attentions else []),
     ]
     if not args.no_check:

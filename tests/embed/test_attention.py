@@ -6,6 +6,8 @@ with the same parameter tree, and the kernel lowers for CUDA (Triton IR) without
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,56 @@ def has_pallas_call(fn, *args):
 
 
 # ---------------------------------------------------------------- the kernel alone
+VARIANT_TILINGS = {  # each variant at its default and at a second tiling (stream: several key steps)
+    "block": ["64x4", "32x1"],
+    "stream": ["stream:64x4", "stream:32x4x16"],
+    "resident": ["resident:64x4", "resident:16x1"],
+}
+
+
+@pytest.mark.parametrize("tiling", [text for texts in VARIANT_TILINGS.values() for text in texts])
+@pytest.mark.parametrize("num_keys", [8, 16, 144, 256, 324])
+def test_every_variant_matches_reference_in_fp32(tiling, num_keys):
+    """8 → 16 and 144 → 256 and 324 → 512 keys are padded and masked; 16 and 256 are not."""
+    query, key, value = qkv((1, num_keys, 2, 64), gain=5.0, seed=num_keys)
+    scale = 0.125
+    assert max_raw_logit(query, key, scale) > CAP
+    options = {"scale": scale, "logit_cap": CAP}
+    with jax.default_matmul_precision("highest"):
+        fused = at.fused_attention(query, key, value, **options, tiling=at.KernelTiling.parse(tiling), interpret=True)
+        xla = at.xla_attention(query, key, value, **options)
+    assert fused.shape == query.shape and fused.dtype == jnp.float32
+    assert rel_error(fused, ref_attention(query, key, value, scale)) < 2e-6
+    np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("tiling", [texts[0] for texts in VARIANT_TILINGS.values()])
+@pytest.mark.parametrize("num_keys", [8, 16, 144, 256, 324])
+def test_every_variant_in_bf16_is_at_least_as_close_as_xla_bf16(tiling, num_keys):
+    query, key, value = qkv((1, num_keys, 2, 64), jnp.bfloat16, seed=num_keys)
+    scale = 0.125
+    expected = ref_attention(query, key, value, scale)  # from the same bf16-rounded inputs
+    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, tiling=at.KernelTiling.parse(tiling),
+                               interpret=True)
+    xla = jax.jit(lambda q, k, v: at.xla_attention(q, k, v, scale=scale, logit_cap=CAP))(query, key, value)
+    assert fused.dtype == jnp.bfloat16
+    assert rel_error(fused, expected) < 4e-3  # bf16 output rounding is ~2e-3
+    assert rel_error(fused, expected) <= rel_error(xla, expected)
+
+
+@pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
+def test_caps_too_large_for_unshifted_exponentials_fall_back_to_block(variant):
+    """exp(±100) leaves fp32's range, so a cap of 100 needs the row maximum only ``block`` subtracts."""
+    query, key, value = qkv((1, 20, 1, 16), gain=12.0)
+    assert max_raw_logit(query, key, 0.25) > 80  # logits near the cap, past where exp(logit) is finite
+    attend = partial(at.fused_attention, scale=0.25, logit_cap=100.0, tiling=at.KernelTiling(variant=variant),
+                     interpret=True)
+    with jax.default_matmul_precision("highest"):
+        fused = attend(query, key, value)
+    assert rel_error(fused, ref_attention(query, key, value, 0.25, cap=100.0)) < 2e-6
+    assert "capped_attention_block" in str(jax.make_jaxpr(attend)(query, key, value))
+
+
 @pytest.mark.parametrize("num_keys", [16, 20, 256])
 @pytest.mark.parametrize("head_dim", [8, 64])
 def test_fused_matches_reference_in_fp32(num_keys, head_dim):
@@ -80,12 +132,14 @@ def test_fused_bf16_is_at_least_as_close_as_xla_bf16(num_keys, head_dim):
     assert rel_error(fused, expected) <= rel_error(xla, expected)
 
 
-def test_padded_keys_are_masked_not_attended():
+@pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
+def test_padded_keys_are_masked_not_attended(variant):
     """20 keys are padded to 32 with zeros; unmasked, each zero key would take weight exp(0 - max)."""
     query, key, value = qkv((1, 20, 1, 16), gain=0.5)  # small logits: a zero key would weigh as much as a real one
     value = value + 3.0  # the padded values (zero) would pull every output towards 0
     scale = 16**-0.5
-    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, interpret=True)
+    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, interpret=True,
+                               tiling=at.KernelTiling(block_q=16, variant=variant, block_k=16))
     assert fused.shape == (1, 20, 1, 16)
     assert rel_error(fused, ref_attention(query, key, value, scale)) < 2e-6
     padded_key, padded_value = (jnp.pad(x, ((0, 0), (0, 12), (0, 0), (0, 0))) for x in (key, value))
@@ -113,6 +167,10 @@ def test_tiling_keeps_score_tiles_small_and_dots_at_least_16():
     assert at.KernelTiling(block_q=128, num_warps=4).rows(256) == 64
     assert at.KernelTiling(block_q=128, num_warps=8).rows(256) == 128
     assert at.KernelTiling(block_q=8).rows(256) == 16
+    stream = at.KernelTiling(block_q=128, num_warps=4, variant="stream")  # score tiles of 64 keys: 128 rows fit
+    assert (stream.rows(256), stream.keys_per_step(256), stream.keys_per_step(8)) == (128, 64, 16)
+    assert stream.label(256) == "stream:128x4x64" and stream.label(16) == "stream:16x4x16"
+    assert at.KernelTiling(variant="resident").label(324) == "resident:32x4"
 
 
 def test_tiling_comes_from_the_environment(monkeypatch):
@@ -120,8 +178,16 @@ def test_tiling_comes_from_the_environment(monkeypatch):
     assert at.KernelTiling.from_environment() == at.KernelTiling()
     monkeypatch.setenv(at.TILING_ENV, "128x8")
     assert at.KernelTiling.from_environment() == at.KernelTiling(block_q=128, num_warps=8)
-    monkeypatch.setenv(at.TILING_ENV, "128")
-    with pytest.raises(ValueError, match="BLOCK_QxWARPS"):
+    monkeypatch.setenv(at.TILING_ENV, "Stream:128x8x32")
+    assert at.KernelTiling.from_environment() == at.KernelTiling(128, 8, variant="stream", block_k=32)
+    monkeypatch.setenv(at.TILING_ENV, "resident:64x4")
+    assert at.KernelTiling.from_environment() == at.KernelTiling(64, 4, variant="resident")
+    for text in ("128", "stream:64x4x2x1", "stream:big"):
+        monkeypatch.setenv(at.TILING_ENV, text)
+        with pytest.raises(ValueError, match="BLOCK_QxWARPS"):
+            at.KernelTiling.from_environment()
+    monkeypatch.setenv(at.TILING_ENV, "flash:64x4")
+    with pytest.raises(ValueError, match="kernel variant must be one of"):
         at.KernelTiling.from_environment()
 
 
@@ -162,16 +228,18 @@ def test_choice_comes_from_argument_then_environment(monkeypatch):
         vp.load_encoder(model="tiny", weights="random", attention="cudnn")
 
 
+@pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
 @pytest.mark.parametrize("num_keys, dtype", [(256, jnp.bfloat16), (144, jnp.bfloat16), (16, jnp.float32)])
-def test_kernel_lowers_to_triton_for_cuda(num_keys, dtype):
-    """Cross-lowering on CPU runs the Pallas→Triton lowering (block shapes, primitives) that a GPU compiles."""
+def test_kernel_lowers_to_triton_for_cuda(num_keys, dtype, variant, monkeypatch):
+    """Cross-lowering on CPU runs the Pallas→Triton lowering (block shapes, primitives, loops) a GPU compiles."""
+    monkeypatch.setenv(at.TILING_ENV, f"{variant}:64x4")  # read when tracing, as the encoder's forward does
     spec = jax.ShapeDtypeStruct((4, num_keys, 12, 64), dtype)
 
     def attend(q, k, v):
         return at.capped_attention(q, k, v, scale=0.125, logit_cap=CAP, implementation="auto")
 
     lowered = jax.jit(attend).trace(spec, spec, spec).lower(lowering_platforms=("cuda",)).as_text()
-    assert "triton" in lowered and "capped_attention" in lowered
+    assert "triton" in lowered and f"capped_attention_{variant}" in lowered
 
 
 # ---------------------------------------------------------------- wiring into the encoder
@@ -192,6 +260,18 @@ def test_fused_encoder_has_the_same_parameter_tree():
 
     assert tree("fused") == tree("xla") == tree("auto")
     assert set(tree("fused")) == set(ckpt.expected_shapes(TINY))
+
+
+def test_fused_encoder_runs_the_kernel_in_both_stacks():
+    frames = jax.ShapeDtypeStruct((1, 4, 16, 16, 3), jnp.float32)
+    variables = vp.random_variables(TINY, seed=0)
+
+    def kernels(attention):
+        forward = partial(vpm.FactorizedEncoder(TINY, attention=attention).apply, variables)
+        return str(jax.make_jaxpr(forward)(frames)).count("name=capped_attention")
+
+    # per stack's scanned block (spatial, temporal): the kernel staged twice, compiled for CUDA and interpreted
+    assert (kernels("fused"), kernels("xla")) == (2 * 2, 0)
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 16, 16, 3), (1, 3, 20, 24, 3)], ids=["16-tokens", "30-tokens-padded"])

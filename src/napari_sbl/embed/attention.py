@@ -1,15 +1,16 @@
 """VideoPrism's attention core, ``softmax_fp32(cap·tanh((q·scale)·kᵀ / cap)) · v``, two ways.
 
 ``xla_attention`` is the reference: XLA einsums, so the logits and probabilities of every
-(sequence, head) round-trip through HBM. ``fused_attention`` is a Pallas kernel (Triton lowering on a
-GPU) that keeps them on chip: one program holds a block of queries and *all* keys of one sequence,
-so the softmax needs no running maximum. That suits the spatial transformer (256 keys per frame at
-288 px). The temporal transformer (16 keys) stays on XLA: per clip its score matrices hold ~2 % of
-the spatial ones (4 layers of 16² per position vs 12 layers of 256² per frame), so fusing them has
-little to win; benchmarks/attention_kernel.py times both stacks' attention alone to confirm.
+(sequence, head) round-trip through HBM. ``fused_attention`` runs a Pallas kernel (Triton lowering on
+a GPU, ``embed/attention_kernels.py``) that keeps them on chip. Both transformer stacks use it: the
+spatial one (256 keys per frame at 288 px) and the temporal one (16 keys, one per frame), where on an
+H100 it cut that stack's attention from 0.12 to 0.036 ms per clip (benchmarks/attention_kernel.py).
+
+Which kernel variant and tiling run is a :class:`KernelTiling`, by default read from
+``$NAPARI_SBL_ATTENTION_TILING`` (``[VARIANT:]BLOCK_QxWARPS[xBLOCK_K]``) when a forward is traced.
 
 Arrays are laid out as the projections produce them, ``(batch, seq, heads, head_dim)``, so neither
-path transposes. Inference only: the kernel has no custom backward rule.
+path transposes. Inference only: the kernels have no custom backward rule.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import pallas as pl
-from jax.experimental.pallas import triton as pltriton
+
+from napari_sbl.embed.attention_kernels import KERNEL_VARIANTS, attention_call, needs_shift
 
 Array = jax.Array
 
 ATTENTION_CHOICES = ("auto", "xla", "fused")
 ATTENTION_ENV = "NAPARI_SBL_ATTENTION"
-TILING_ENV = "NAPARI_SBL_ATTENTION_TILING"  # e.g. "64x8": queries per program × warps, tuned per GPU
+TILING_ENV = "NAPARI_SBL_ATTENTION_TILING"  # e.g. "stream:128x8": variant, queries per program × warps
 FUSED_MAX_TILE_BYTES = 64 * 1024  # one sequence's padded keys (and values) per program, staged in shared memory
 _MIN_DOT_SIZE = 16  # Triton's tensor-core dots need every dimension ≥ 16
 _SCORES_PER_WARP = 32 * 128  # fp32 score values a warp holds: 128 registers per thread
@@ -46,29 +47,49 @@ def fits_fused(num_keys: int, head_dim: int, dtype: jnp.dtype) -> bool:
 
 @dataclass(frozen=True)
 class KernelTiling:
-    """How the fused kernel cuts the work: ``block_q`` queries per program, ``num_warps`` per program.
+    """Which kernel variant runs and how it cuts the work (see ``embed/attention_kernels.py``).
 
-    ``block_q`` shrinks for long sequences so the fp32 score tile stays within 128 registers per
-    thread, and never drops below 16 rows.
+    ``block_q`` queries per program (``resident``: per loop step), ``num_warps`` per program,
+    ``block_k`` keys per loop step (``stream`` only). ``block_q`` shrinks so the fp32 score tile
+    stays within 128 registers per thread, and never drops below 16 rows.
     """
 
     block_q: int = 64
     num_warps: int = 4
+    variant: str = "block"
+    block_k: int = 64
+
+    def __post_init__(self):
+        if self.variant not in KERNEL_VARIANTS:
+            raise ValueError(f"kernel variant must be one of {list(KERNEL_VARIANTS)}, got {self.variant!r}")
+
+    def keys_per_step(self, num_keys: int) -> int:
+        """Keys in one score tile: all (padded) keys, or ``block_k`` of them for ``stream``."""
+        keys_padded = padded_size(num_keys)
+        return min(padded_size(self.block_k), keys_padded) if self.variant == "stream" else keys_padded
 
     def rows(self, num_keys: int) -> int:
-        """Queries per program for sequences of ``num_keys`` (a power of two ≥ 16)."""
-        keys_padded = padded_size(num_keys)
-        max_rows = _SCORES_PER_WARP * self.num_warps // keys_padded
-        return padded_size(max(min(self.block_q, keys_padded, max_rows), _MIN_DOT_SIZE))
+        """Queries per program (per step for ``resident``) for sequences of ``num_keys``."""
+        max_rows = _SCORES_PER_WARP * self.num_warps // self.keys_per_step(num_keys)
+        return padded_size(max(min(self.block_q, padded_size(num_keys), max_rows), _MIN_DOT_SIZE))
+
+    def label(self, num_keys: int) -> str:
+        """What runs for ``num_keys``, in :meth:`parse`'s syntax: 'block:64x4', 'stream:128x8x64'."""
+        text = f"{self.variant}:{self.rows(num_keys)}x{self.num_warps}"
+        return f"{text}x{self.keys_per_step(num_keys)}" if self.variant == "stream" else text
 
     @classmethod
     def parse(cls, text: str) -> KernelTiling:
-        """``"64x8"`` → 64 queries per program, 8 warps."""
+        """``"64x8"`` → block variant, 64 queries, 8 warps; ``"stream:128x8x32"`` → 32 keys per step."""
+        variant, _, sizes = text.strip().lower().rpartition(":")
         try:
-            block_q, num_warps = (int(part) for part in text.lower().split("x"))
+            numbers = [int(part) for part in sizes.split("x")]
+            if len(numbers) not in (2, 3):
+                raise ValueError
         except ValueError:
-            raise ValueError(f"a tiling is written BLOCK_QxWARPS, e.g. '64x8', got {text!r}") from None
-        return cls(block_q, num_warps)
+            raise ValueError(f"a tiling is written [VARIANT:]BLOCK_QxWARPS[xBLOCK_K], e.g. '64x8' or "
+                             f"'stream:128x8', got {text!r}") from None
+        return cls(*numbers[:2], variant or "block", *numbers[2:])
 
     @classmethod
     def from_environment(cls) -> KernelTiling:
@@ -102,22 +123,6 @@ def xla_attention(query: Array, key: Array, value: Array, *, scale: float, logit
     return jnp.einsum("...nqk,...knh->...qnh", probs, value)
 
 
-def _attention_kernel(query_ref, key_ref, value_ref, out_ref, *, scale: float, logit_cap: float, num_keys: int):
-    """One program: ``block_q`` queries of one (sequence, head) against all its (padded) keys."""
-    value = value_ref[...]
-    contract_head_dim = (((1,), (1,)), ((), ()))
-    logits = lax.dot_general(query_ref[...], key_ref[...], contract_head_dim, preferred_element_type=jnp.float32)
-    logits = logit_cap * jnp.tanh(logits * (scale / logit_cap))
-    padded_keys = logits.shape[1]
-    if num_keys < padded_keys:
-        key_index = lax.broadcasted_iota(jnp.int32, (1, padded_keys), 1)
-        logits = jnp.where(key_index < num_keys, logits, -jnp.inf)
-    weights = jnp.exp(logits - jnp.max(logits, axis=1)[:, None])  # in (0, 1]; normalised after the dot
-    total = jnp.sum(weights, axis=1)[:, None]
-    context = jnp.dot(weights.astype(value.dtype), value, preferred_element_type=jnp.float32)
-    out_ref[...] = (context / total).astype(out_ref.dtype)
-
-
 def _pad_axis(x: Array, axis: int, size: int) -> Array:
     if x.shape[axis] == size:
         return x
@@ -128,34 +133,13 @@ def _pad_axis(x: Array, axis: int, size: int) -> Array:
 
 def _fused_call(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
                 tiling: KernelTiling, interpret: bool) -> Array:
-    batch, num_keys, num_heads, head_dim = query.shape
+    num_keys, head_dim = query.shape[1], query.shape[3]
     keys_padded, dims_padded = padded_size(num_keys), padded_size(head_dim)
     query, key, value = (_pad_axis(_pad_axis(x, 1, keys_padded), 3, dims_padded) for x in (query, key, value))
-    block_q = tiling.rows(num_keys)
-    query_blocks = keys_padded // block_q
-
-    def query_block(program):  # query block fastest, so the programs sharing a K/V tile run together
-        head = lax.rem(lax.div(program, query_blocks), num_heads)
-        return lax.div(program, query_blocks * num_heads), lax.rem(program, query_blocks), head, 0
-
-    def whole_sequence(program):
-        sequence, _, head, _ = query_block(program)
-        return sequence, 0, head, 0
-
-    squeezed = pl.squeezed
-    query_spec = pl.BlockSpec((squeezed, block_q, squeezed, dims_padded), query_block)
-    sequence_spec = pl.BlockSpec((squeezed, keys_padded, squeezed, dims_padded), whole_sequence)
-    kernel = partial(_attention_kernel, scale=scale, logit_cap=logit_cap, num_keys=num_keys)
-    out = pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct(query.shape, query.dtype),
-        grid=(batch * num_heads * query_blocks,),  # one axis: no 65,535 limit on CUDA's y/z grid axes
-        in_specs=[query_spec, sequence_spec, sequence_spec],
-        out_specs=query_spec,
-        compiler_params=pltriton.CompilerParams(num_warps=tiling.num_warps),
-        interpret=interpret,
-        name="capped_attention",
-    )(query, key, value)
+    variant = "block" if needs_shift(logit_cap) else tiling.variant  # only block subtracts a row maximum
+    out = attention_call(query, key, value, variant=variant, num_keys=num_keys, block_q=tiling.rows(num_keys),
+                         block_k=tiling.keys_per_step(num_keys), num_warps=tiling.num_warps, scale=scale,
+                         logit_cap=logit_cap, interpret=interpret)
     return out[:, :num_keys, :, :head_dim]
 
 
@@ -164,11 +148,12 @@ def fused_attention(query: Array, key: Array, value: Array, *, scale: float, log
     """The fused kernel on ``(B, S, heads, dh)`` bf16/fp32 arrays; fp32 scores, softmax and accumulation.
 
     Keys and head dims are zero-padded to a power of two ≥ 16 (Triton block shapes) and padded keys
-    masked. ``tiling=None`` reads :meth:`KernelTiling.from_environment`. ``interpret=None`` compiles
-    on CUDA/ROCm and interprets elsewhere (CPU tests), decided when lowering for the device that runs
-    it. Callers check :func:`fits_fused` first (``capped_attention`` does). The score dot follows
-    JAX's matmul precision (TF32 for fp32 by default, as XLA). Unlike the XLA path, scores are not
-    rounded to bf16 before the cap.
+    masked. ``tiling=None`` reads :meth:`KernelTiling.from_environment`; caps above
+    ``attention_kernels.UNSHIFTED_MAX_CAP`` always run the ``block`` variant. ``interpret=None``
+    compiles on CUDA/ROCm and interprets elsewhere (CPU tests), decided when lowering for the device
+    that runs it. Callers check :func:`fits_fused` first (``capped_attention`` does). The score dot
+    follows JAX's matmul precision (TF32 for fp32 by default, as XLA). Unlike the XLA path, scores are
+    not rounded to bf16 before the cap.
     """
     if key.shape != query.shape or value.shape != query.shape:
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")

@@ -85,7 +85,7 @@ class VideoPrismEncoder:
     ``(B, T·N, D)`` tokens in ``dtype``, time-major. ``grid=True`` returns ``(B, T, H/p, W/p, D)``.
 
     Variables live on the device in the compute dtype (cast once at load), and the forward pass is
-    jitted once per input shape. ``attention`` is the spatial attention: 'auto' (the fused Pallas
+    jitted once per input shape. ``attention`` is both stacks' attention: 'auto' (the fused Pallas
     kernel on a GPU, XLA elsewhere), 'xla' or 'fused'; None reads ``$NAPARI_SBL_ATTENTION``, else 'auto'.
     """
 
@@ -175,7 +175,7 @@ def load_encoder(
     cache, then a download (unless ``download=False``); otherwise :class:`WeightsMissingError` says
     where to put the file. ``weights="random"`` initialises random weights, for benchmarks only.
     ``attention`` ('auto', 'xla', 'fused'; None: ``$NAPARI_SBL_ATTENTION``, else 'auto') is the
-    spatial attention implementation; it does not change the weights.
+    attention implementation of both stacks; it does not change the weights.
     """
     config = VideoPrismConfig.named(model)
     dtype = ckpt.canonical_dtype(dtype)

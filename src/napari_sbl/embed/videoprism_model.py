@@ -184,8 +184,8 @@ class OutputProjection(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with query scaling, a tanh logit cap and an fp32 softmax.
 
-    ``attention`` picks the implementation of the core ('xla', 'fused', 'auto'; see ``embed/attention.py``);
-    it changes no parameter.
+    ``attention`` picks the implementation of the core ('xla', 'fused', 'auto'; see ``embed/attention.py``)
+    in both the spatial and the temporal stack; it changes no parameter.
     """
 
     config: VideoPrismConfig
@@ -286,8 +286,8 @@ class FactorizedEncoder(nn.Module):
     ``__call__(frames (B, T, H, W, 3)) -> (tokens, spatial_features)``, both ``(B, T·N, D)`` in
     time-major order, in ``dtype``. H and W must be multiples of the patch size; other grids than the
     trained one resize the positional tables (upstream additionally asserts H == W; we do not need to).
-    ``attention`` ('xla', 'fused', 'auto') is the spatial stack's attention; the temporal stack's
-    attention (T keys, ~2 % of the score values) always uses XLA (see ``embed/attention.py``).
+    ``attention`` ('xla', 'fused', 'auto') is both stacks' attention: the spatial one's N keys per
+    frame and the temporal one's T keys per patch location (padded to 16 for the kernel, and masked).
     """
 
     config: VideoPrismConfig
@@ -312,7 +312,7 @@ class FactorizedEncoder(nn.Module):
         x = x.reshape(batch * tokens_per_frame, num_frames, cfg.model_dim)
         temporal_table = PositionTable(cfg.pos_emb_frames, cfg.model_dim, dtype, name="temporal_pos_emb")()
         x = x + resize_temporal_table(temporal_table, num_frames)
-        x = Encoder(cfg, cfg.num_temporal_layers, dtype, name="temporal_encoder")(x)
+        x = Encoder(cfg, cfg.num_temporal_layers, dtype, self.attention, name="temporal_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="temporal_ln")(x)
         x = x.reshape(batch, tokens_per_frame, num_frames, cfg.model_dim).transpose(0, 2, 1, 3)
         return x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim), spatial_features
