@@ -64,3 +64,24 @@ def test_bf16_weights_track_exactly_like_float32_weights_under_autocast():
     assert with_cast.keys() == without.keys() == set(range(12))
     for frame_index in range(12):
         assert torch.equal(with_cast[frame_index], without[frame_index]), frame_index
+
+
+def test_graphed_modules_run_eagerly_off_cuda_and_keep_the_modules_interface():
+    """Off CUDA the wrappers change nothing: same masks, every call eager, other methods still reachable."""
+    from napari_sbl.segment.sam2_graphs import GraphedModule, graph_per_frame_modules
+
+    video = BlobVideo(10)
+    prompts = clicks(video, 5)
+    plain = Sam2Tracker(tiny_params()).load()
+    wrapped_predictor = Sam2Tracker(tiny_params()).load()
+    wrappers = graph_per_frame_modules(wrapped_predictor)
+    assert graph_per_frame_modules(wrapped_predictor) == wrappers  # wrapping twice wraps once
+    assert isinstance(wrapped_predictor.memory_attention, GraphedModule)
+    assert wrapped_predictor.memory_attention.d_model == plain.memory_attention.d_model
+    assert torch.equal(wrapped_predictor.sam_prompt_encoder.get_dense_pe(), plain.sam_prompt_encoder.get_dense_pe())
+    expected, got = (upstream_logits(predictor, video, prompts) for predictor in (plain, wrapped_predictor))
+    for frame_index in range(10):
+        assert torch.equal(got[frame_index], expected[frame_index]), frame_index
+    stats = {name: wrapper.stats for name, wrapper in wrappers.items()}
+    assert all(s.replayed == 0 and s.recorded == 0 for s in stats.values())
+    assert stats["memory_attention"].eager >= 9 and stats["memory_encoder"].eager >= 10
