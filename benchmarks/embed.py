@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-batch", type=int, default=8)
     parser.add_argument("--seed-clips", type=int, default=64, help="clips the slow seed-style path embeds")
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                        help="which of our paths to time (default: all)")
+    parser.add_argument("--tracked-store", type=Path, default=None,
+                        help="a store of this video with its tracks already made (skips tracking on the GPU host)")
+    parser.add_argument("--no-stages", action="store_true", help="skip the per-stage timings of the input side")
     parser.add_argument("--quick", action="store_true", help="tiny config, 240 frames, 36-px crops (CPU smoke test)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as Markdown here")
     args = parser.parse_args(argv)
@@ -65,6 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "tiny", 240, 36, 8, 4, 12, [8]
         args.workers = min(args.workers, 2)
     return args
+
+
+PATHS = {  # name: (path, where crops are cut, compute dtype; None = the input side alone)
+    "input-host": ("input-only", "host", None),
+    "input-device": ("input-only", "device", None),
+    "bf16-device": ("ours-bf16", "device", "bfloat16"),
+    "bf16-host": ("ours-bf16", "host", "bfloat16"),
+    "fp32-device": ("ours-fp32", "device", "float32"),
+}
 
 
 def adaptive_pool_numpy(tokens: np.ndarray, grid: int) -> np.ndarray:
@@ -131,9 +145,8 @@ def run_ours(video, store, args: argparse.Namespace, registration, backbones: di
     from napari_sbl.embed.videoprism_encoder import VideoPrismClipEncoder
 
     rows = []
-    for name, crops, dtype in (("input-only", "host", None), ("input-only", "device", None),
-                               ("ours-bf16", "device", "bfloat16"), ("ours-bf16", "host", "bfloat16"),
-                               ("ours-fp32", "device", "float32")):
+    for path in args.paths:
+        name, crops, dtype = PATHS[path]
         params = params_for(args, registration, dtype or "float32", stride, args.batch_size)
         on_device = crops == "device"
         if dtype is None:
@@ -187,12 +200,13 @@ def device_stages(video, store, params, workers: int) -> list[str]:
 
 
 def markdown(stride: int, rows: list[tuple]) -> list[str]:
-    seed_rate = rows[-1][4] / rows[-1][5]
+    seed_rate = rows[-1][4] / rows[-1][5] if rows[-1][0] == "seed-fp32" else float("nan")
     lines = ["", f"## stride {stride} (a clip every {stride} sampled frames)", "",
              "| path | crops | compute | batch | clips | seconds | clips/s | after the 1st block | × seed |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {crops} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | "
-              f"{f'{steady:.1f}' if np.isfinite(steady) else '–'} | {n / sec / seed_rate:.1f} |"
+              f"{f'{steady:.1f}' if np.isfinite(steady) else '–'} | "
+              f"{f'{n / sec / seed_rate:.1f}' if np.isfinite(seed_rate) else '–'} |"
               for name, crops, dtype, batch, n, sec, steady in rows]
     return lines
 
@@ -210,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     from napari_sbl.segment.backends import TrackParams
     from napari_sbl.segment.run import track_video
     from napari_sbl.store import layout
+    from napari_sbl.store.session import default_store_path
 
     folder = Path(tempfile.mkdtemp(prefix="embed-bench-"))
     try:
         video_path = folder / args.video.name
         shutil.copyfile(args.video, video_path)
+        if args.tracked_store is not None:  # tracking resumes from it: every frame is done already
+            shutil.copytree(args.tracked_store, default_store_path(video_path))
         video, store = open_session(video_path)
         began = time.perf_counter()
         tracked = track_video(video, store, [], TrackParams(backend="classical", n_animals=1, stop=args.frames),
@@ -225,16 +242,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                     weights_source=fp32.weights_source)}
         registration = RegistrationParams(size_px=args.size or fp32.config.trained_size_px)
 
-        seed_count, seed_seconds = seed_style(video, store, params_for(args, registration, "float32", args.strides[0],
-                                                                       args.seed_batch),
-                                              fp32, args.seed_clips, args.seed_batch, folder)
-        print(f" seed-fp32: {seed_count} clips in {seed_seconds:.2f} s", flush=True)
+        seed_count, seed_seconds = 0, float("nan")
+        if args.seed_clips:
+            seed_count, seed_seconds = seed_style(video, store, params_for(args, registration, "float32",
+                                                                           args.strides[0], args.seed_batch),
+                                                  fp32, args.seed_clips, args.seed_batch, folder)
+            print(f" seed-fp32: {seed_count} clips in {seed_seconds:.2f} s", flush=True)
         sections, agreement = [], float("nan")
         for stride in args.strides:
             rows = run_ours(video, store, args, registration, backbones, stride)
-            rows.append(("seed-fp32", "host", "float32", args.seed_batch, seed_count, seed_seconds, float("nan")))
+            if seed_count:
+                rows.append(("seed-fp32", "host", "float32", args.seed_batch, seed_count, seed_seconds, float("nan")))
             sections.append((stride, rows))
-            if stride == args.strides[0]:  # the seed embedded the first clips of this plan
+            # the seed embedded the first clips of this plan; ours-fp32 ran last
+            if seed_count and args.paths[-1] == "fp32-device" and stride == args.strides[0]:
                 ours = store.read(layout.embedding_key("videoprism", "clips"))[:seed_count]  # ours-fp32, last run
                 seed = store.read(layout.embedding_key("videoprism_seed", "clips"))
                 agreement = float(np.linalg.norm(ours - seed) / np.linalg.norm(seed))
@@ -245,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- device: {device.device_kind} ({device.platform}); host: {os.cpu_count()} CPU threads, "
             f"{platform.machine()}; jax {jax.__version__}; {args.workers} decode/registration workers",
             f"- video: {args.video.name}, {tracked.frames_total} frames {video.width}×{video.height} at "
-            f"{video.info.fps:.1f} fps, tracked classically in {track_seconds:.1f} s "
-            f"({tracked.frames_total / track_seconds:.0f} frames/s)",
+            f"{video.info.fps:.1f} fps, " + (
+                "tracks from --tracked-store" if args.tracked_store else
+                f"tracked classically in {track_seconds:.1f} s ({tracked.frames_total / track_seconds:.0f} frames/s)"),
             f"- clips: 16 frames sampled at 12 fps, {registration.size_px}² px crops, body-aligned, black "
             f"background; VideoPrism {args.model}, random weights; times include reading the masks",
             f"- ours-fp32 vs seed-fp32 clip vectors (same clips; the seed re-encodes each clip as .mp4): "
@@ -254,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- command: `python {' '.join(['benchmarks/embed.py', *(argv or sys.argv[1:])])}`",
         ]
         stage_params = params_for(args, registration, "float32", args.strides[0], args.batch_size)
-        stages = stage_times(video, store, stage_params, args.workers) + device_stages(video, store, stage_params,
-                                                                                       args.workers)
+        stages = [] if args.no_stages else (stage_times(video, store, stage_params, args.workers)
+                                            + device_stages(video, store, stage_params, args.workers))
         table = "\n".join(header + [line for stride, rows in sections for line in markdown(stride, rows)]
                           + stages) + "\n"
         print(table)

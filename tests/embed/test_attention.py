@@ -160,13 +160,14 @@ def test_query_blocks_heads_and_sequences_land_in_their_place():
 
 def test_tiling_keeps_score_tiles_small_and_dots_at_least_16():
     assert [at.padded_size(size) for size in (8, 16, 20, 144, 256, 324)] == [16, 16, 32, 256, 256, 512]
-    tiling = at.KernelTiling(block_q=64, num_warps=4)
+    assert at.KernelTiling().label(256) == "stream:64x4x64"  # the default, fastest on an H100
+    tiling = at.KernelTiling(block_q=64, num_warps=4, variant="block")
     assert tiling.rows(256) == 64
     assert tiling.rows(324) == 32  # 512 padded keys: half the rows keep 128 score registers per thread
     assert tiling.rows(8) == 16
-    assert at.KernelTiling(block_q=128, num_warps=4).rows(256) == 64
-    assert at.KernelTiling(block_q=128, num_warps=8).rows(256) == 128
-    assert at.KernelTiling(block_q=8).rows(256) == 16
+    assert at.KernelTiling(block_q=128, num_warps=4, variant="block").rows(256) == 64
+    assert at.KernelTiling(block_q=128, num_warps=8, variant="block").rows(256) == 128
+    assert at.KernelTiling(block_q=8, variant="block").rows(256) == 16
     stream = at.KernelTiling(block_q=128, num_warps=4, variant="stream")  # score tiles of 64 keys: 128 rows fit
     assert (stream.rows(256), stream.keys_per_step(256), stream.keys_per_step(8)) == (128, 64, 16)
     assert stream.label(256) == "stream:128x4x64" and stream.label(16) == "stream:16x4x16"
@@ -176,8 +177,8 @@ def test_tiling_keeps_score_tiles_small_and_dots_at_least_16():
 def test_tiling_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv(at.TILING_ENV, raising=False)
     assert at.KernelTiling.from_environment() == at.KernelTiling()
-    monkeypatch.setenv(at.TILING_ENV, "128x8")
-    assert at.KernelTiling.from_environment() == at.KernelTiling(block_q=128, num_warps=8)
+    monkeypatch.setenv(at.TILING_ENV, "128x8")  # no variant named: the first kernel, as before variants existed
+    assert at.KernelTiling.from_environment() == at.KernelTiling(block_q=128, num_warps=8, variant="block")
     monkeypatch.setenv(at.TILING_ENV, "Stream:128x8x32")
     assert at.KernelTiling.from_environment() == at.KernelTiling(128, 8, variant="stream", block_k=32)
     monkeypatch.setenv(at.TILING_ENV, "resident:64x4")

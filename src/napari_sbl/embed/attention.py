@@ -56,7 +56,7 @@ class KernelTiling:
 
     block_q: int = 64
     num_warps: int = 4
-    variant: str = "block"
+    variant: str = "stream"  # on an H100: 0.23 ms/clip over base's spatial stack, 'block' 0.39, XLA 0.81
     block_k: int = 64
 
     def __post_init__(self):

@@ -71,7 +71,7 @@ class GraphedModule(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        key = _signature(leaves, spec)
+        key = _signature(leaves, spec, self._device())
         if key is None:
             self.stats.eager += 1
             return self.inner(*args, **kwargs)
@@ -89,6 +89,14 @@ class GraphedModule(torch.nn.Module):
         recording.graph.replay()
         self.stats.replayed += 1
         return pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, recording.outputs)
+
+    def _device(self) -> torch.device | None:
+        """Where the module's own tensors live: decides for calls without tensor arguments (a grid size)."""
+        inner = self._modules["inner"]
+        first = next(iter(inner.parameters()), None)
+        if first is None:
+            first = next(iter(inner.buffers()), None)
+        return None if first is None else first.device
 
     def _record(self, leaves: list[Any], spec: Any) -> _Recording | None:
         inputs = [leaf.clone() for leaf in leaves if isinstance(leaf, torch.Tensor)]
@@ -121,10 +129,11 @@ class GraphedModule(torch.nn.Module):
         return _Recording(graph, inputs, outputs)
 
 
-def _signature(leaves: list[Any], spec: Any) -> tuple | None:
+def _signature(leaves: list[Any], spec: Any, module_device: torch.device | None) -> tuple | None:
     """What a recording depends on, or None when this call must run eagerly."""
     tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
-    if not tensors or any(not t.is_cuda for t in tensors) or torch.is_grad_enabled():
+    on_cuda = all(t.is_cuda for t in tensors) if tensors else module_device is not None and module_device.type == "cuda"
+    if not on_cuda or torch.is_grad_enabled():
         return None
     parts = []
     for leaf in leaves:
