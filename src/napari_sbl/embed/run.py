@@ -3,7 +3,8 @@
 Shared by the widget, the CLI and the demo. Work is pipelined: planning reads each sampled mask once; up
 to ``workers`` readers decode spans of the sampled frames (only the regions the clips use) ahead of a
 producer thread that assembles blocks, whose clips worker threads register (or the encoder registers on
-its device); the encoder computes block k (asynchronously on an accelerator) while block k-1 is written.
+its device); the encoder computes block k (asynchronously on an accelerator) while a writer thread
+stores the blocks before it (:mod:`napari_sbl.embed.block_pipeline`).
 Arrays are pre-created from
 the deterministic plan and written in whole chunks; ``clips`` records the finished entry intervals
 (``clips_done``) only after a block is on disk, so a killed run resumes with the missing blocks.
@@ -18,15 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sbl.embed.block_pipeline import run_blocks
 from napari_sbl.embed.clips import MAX_DECODERS, ClipPlan, EmbedError, EmbedParams, build_plan, load_tracks
 from napari_sbl.embed.crops import CropBuilder as CropBuilder  # ``X as X``: re-exported from the crop pipeline
 from napari_sbl.embed.crops import iter_samples as iter_samples
@@ -39,14 +39,12 @@ from napari_sbl.embed.encoder import (
     make_encoder,
     registers_on_device,
 )
-from napari_sbl.errors import Cancelled
 from napari_sbl.progress import Reporter, silent
 from napari_sbl.store import layout
 from napari_sbl.store.intervals import add_interval, missing
 from napari_sbl.store.session import SessionStore, store_ready
 
 log = logging.getLogger(__name__)
-LOOKAHEAD_BLOCKS = 2
 SKIP_REASON = "animal present on fewer than min_present of the clip's sampled frames"
 
 
@@ -77,6 +75,9 @@ class PreviewClip:
 
 
 # -- the store ---------------------------------------------------------------------------------------
+TOKEN_TIME_SPLITS = 4  # 12.6 MiB of a base block's tokens: 53 ms to store as one chunk, 28 ms as four (2 cores)
+
+
 class EmbeddingWriter:
     """Creates (or reopens, to resume) ``embeddings/<encoder>/...`` and writes whole blocks of entries."""
 
@@ -106,9 +107,12 @@ class EmbeddingWriter:
         if copies:
             specs["augmented/frames"] = ((n, copies, steps, dim), np.float16)
             specs["augmented/clips"] = ((n, copies, dim), np.float32)
+        chunks = {part: (chunk, *part_shape[1:]) for part, (part_shape, _) in specs.items()}
+        if "tokens" in chunks:  # a block's tokens in 4 chunks along time: zarr compresses them in parallel
+            chunks["tokens"] = (chunk, -(-steps // TOKEN_TIME_SPLITS), *chunks["tokens"][2:])
         arrays = {}
         for part, (part_shape, dtype) in specs.items():  # clips last: its existence marks a started run
-            arrays[part] = store.create_incremental(key(part), part_shape, dtype, (chunk, *part_shape[1:]), attrs,
+            arrays[part] = store.create_incremental(key(part), part_shape, dtype, chunks[part], attrs,
                                                     fill_value=np.nan, overwrite=fresh, done_attr="clips_done")
         if fresh or not store.has(key("stop_frame")):
             for part, values in (("animal_id", plan.animal_id), ("start_frame", plan.start_frame),
@@ -184,82 +188,6 @@ def _check_same_settings(old: dict, new: dict, key: str) -> None:
 
 
 # -- the pipeline -------------------------------------------------------------------------------------
-class BlockProducer:
-    """Builds the batches of each block on a background thread, ``lookahead`` blocks ahead."""
-
-    _END = object()
-
-    def __init__(self, blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]],
-                 lookahead: int = LOOKAHEAD_BLOCKS) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=lookahead)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(blocks, make), daemon=True, name="embed-producer")
-        self._thread.start()
-
-    def _run(self, blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]]) -> None:
-        try:
-            for index, (start, stop) in enumerate(blocks):
-                if self._stop.is_set():
-                    return
-                self._put((start, stop, make(index)))
-            self._put(self._END)
-        except BaseException as err:  # handed to the consumer, which re-raises it
-            self._put(err)
-
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator[tuple[int, int, list[ClipBatch]]]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def run_blocks(blocks: list[tuple[int, int]], make: Callable[[int], list[ClipBatch]], encoder: Encoder,
-               writer: EmbeddingWriter, reporter: Reporter) -> int:
-    """Encode block k while block k-1 is written; a cancel keeps every block already encoded."""
-    reporter.start(sum(stop - start for start, stop in blocks), f"embedding clips ({encoder.name})")
-    producer = BlockProducer(blocks, make)
-    pending: tuple[int, int, list[EncodedBatch]] | None = None
-    written = 0
-
-    def flush() -> None:
-        nonlocal pending, written
-        if pending is not None:
-            start, stop, results = pending
-            pending = None
-            writer.write(start, stop, results)
-            written += stop - start
-            reporter.advance(stop - start)
-
-    try:
-        for start, stop, batches in producer:
-            reporter.check()
-            results = [encoder.encode(batch) for batch in batches]
-            flush()
-            pending = (start, stop, results)
-        flush()
-    except Cancelled:
-        flush()
-        raise
-    finally:
-        producer.close()
-    return written
-
-
 def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Reporter | None = None,
                 encoder: Encoder | None = None, overwrite: bool = False) -> EmbedSummary:
     """Embed every planned clip of every tracked animal of ``video`` into ``store``, resuming a killed run."""
