@@ -9,13 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from napari_sbl.behavior.annotation_io import (
-    UnknownClassesError,
-    detect_format,
-    export_csv,
-    import_file,
-    timing_of_store,
-)
+from napari_sbl.behavior.annotation_io import UnknownClassesError, export_csv, import_file, timing_of_store
+from napari_sbl.behavior.annotation_readers import detect_format
 from napari_sbl.behavior.annotation_store import AnnotationSession, load_model
 from napari_sbl.cli import labels_cmd
 from napari_sbl.cli.common import add_shared_options

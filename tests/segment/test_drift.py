@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sbl.segment.box_motion import BoxKalman, box_iou
 from napari_sbl.segment.drift import (
     AnimalObservation,
-    BoxKalman,
     DriftMonitor,
     DriftParams,
     MaskBank,
     RecoveryRecord,
-    box_iou,
     mask_quality,
     observe_labels,
     paste_mask,

@@ -12,7 +12,7 @@ from napari_sbl.segment.measure import measure_labels  # noqa: E402
 from napari_sbl.segment.sam2_frames import LabelDownload, measure_on_device  # noqa: E402
 from napari_sbl.segment.sam2_tracker import Sam2Tracker  # noqa: E402
 
-from .test_sam2_tracker import BlobVideo, clicks, tiny_params, upstream_logits  # noqa: E402
+from .sam2_helpers import BlobVideo, clicks, tiny_params, upstream_logits  # noqa: E402
 
 
 def label_image(rng: np.random.Generator) -> np.ndarray:

@@ -28,81 +28,33 @@ from napari_sbl.segment.backends import TrackParams, make_tracker  # noqa: E402
 from napari_sbl.segment.drift import REASONS, DriftParams, Recovery, recovery_counts  # noqa: E402
 from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts  # noqa: E402
 from napari_sbl.segment.sam2_frames import LazySam2Images, labels_from_logits, normalise_frames  # noqa: E402
-from napari_sbl.segment.sam2_memory import (  # noqa: E402
-    GROUP_OUTPUTS_KEY,
-    MemoryWindow,
-    held_frames,
-    new_inference_state,
-)
+from napari_sbl.segment.sam2_memory import GROUP_OUTPUTS_KEY, MemoryWindow, held_frames  # noqa: E402
 from napari_sbl.segment.sam2_propagation import TrackRun  # noqa: E402
 from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert  # noqa: E402
-from napari_sbl.segment.sam2_tracker import (  # noqa: E402
-    Sam2Params,
-    Sam2TrackedFrame,
-    Sam2Tracker,
-    TrackStats,
-    tiny_test_overrides,
-)
+from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2TrackedFrame, Sam2Tracker, TrackStats  # noqa: E402
 from napari_sbl.segment.tracker import Tracker  # noqa: E402
 from napari_sbl.weights import load_manifest  # noqa: E402
 
 from ..conftest import REPO, real_video  # noqa: E402
+from .sam2_helpers import (  # noqa: E402
+    ENCODER_BATCH,
+    HEIGHT,
+    LRU,
+    N_FRAMES,
+    READ_AHEAD,
+    WIDTH,
+    BlobVideo,
+    clicks,
+    tiny_params,
+    upstream_logits,
+)
 
-HEIGHT, WIDTH, N_FRAMES = 80, 96, 240
-LRU, READ_AHEAD, ENCODER_BATCH = 3, 6, 4
 POINTER_WINDOW, MASKMEM_WINDOW = 15, 6  # SAM2.1: max_obj_ptrs_in_encoder - 1, num_maskmem - 1
 OFF = DriftParams(recover=False)
 EAGER = DriftParams(  # re-prompts at the slightest doubt, so random weights trigger every kind of recovery
     jump_body_lengths=0.5, area_ratio=1.5, empty_stretch_frames=1, cooldown_frames=2, bank_quality=0.0,
     max_recovery_cond_frames=1, max_recovery_cond_age=4,
 )
-
-
-class BlobVideo:
-    """Two bright discs moving over a dark floor; counts readers to prove one reads at a time."""
-
-    def __init__(self, n_frames: int = N_FRAMES) -> None:
-        self.n_frames, self.height, self.width = n_frames, HEIGHT, WIDTH
-        yy, xx = np.mgrid[:HEIGHT, :WIDTH]
-        frames = np.full((n_frames, HEIGHT, WIDTH, 3), 25, dtype=np.uint8)
-        for i in range(n_frames):
-            for x, y in self.centres(i):
-                frames[i][(xx - x) ** 2 + (yy - y) ** 2 < 64] = 230
-        self.frames = frames
-        self._lock = threading.Lock()
-        self.readers = self.most_readers = 0
-
-    def centres(self, frame_index: int) -> list[tuple[float, float]]:
-        phase = frame_index / 25.0
-        return [(30 + 12 * np.cos(phase), 40 + 20 * np.sin(phase)), (66 + 12 * np.sin(phase), 40 + 20 * np.cos(phase))]
-
-    def frame(self, frame_index: int) -> np.ndarray:
-        with self._lock:
-            self.readers += 1
-            self.most_readers = max(self.most_readers, self.readers)
-        try:
-            return self.frames[frame_index].copy()
-        finally:
-            with self._lock:
-                self.readers -= 1
-
-
-def clicks(video: BlobVideo, frame_index: int, ids: tuple[int, ...] = (1, 2)) -> FramePrompts:
-    centres = video.centres(frame_index)
-    animals = tuple(AnimalPrompt(i, np.array([centres[i - 1]]), np.array([1], dtype=np.int8)) for i in ids)
-    return FramePrompts(frame_index, animals)
-
-
-def tiny_params(**changes: object) -> Sam2Params:
-    base = {
-        "weights": "random",
-        "device": "cpu",
-        "config_overrides": tiny_test_overrides(64),
-        "encoder_batch_frames": ENCODER_BATCH,
-        "lru_frames": LRU,
-        "read_ahead_frames": READ_AHEAD,
-    }
-    return Sam2Params(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -247,22 +199,6 @@ def test_recovery_settings_pass_through_track_params():
     assert make_tracker(TrackParams(backend="sam2")).params.drift.recover
     with pytest.raises(ValueError, match="area_ratio"):
         Sam2Params(drift={"area_ratio": 1.0})
-
-
-def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.Tensor]:
-    """SAM2's own propagation over all frames loaded at once, memory never pruned (the reference)."""
-    images = LazySam2Images(video, predictor.image_size).batch(range(video.n_frames))
-    state = new_inference_state(images, video.height, video.width, torch.device("cpu"))
-    logits = {}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        for animal in prompts.animals:
-            predictor.add_new_points_or_box(
-                state, prompts.frame_index, animal.animal_id, points=animal.points, labels=animal.labels
-            )
-        for reverse in (False, True):
-            for frame_index, _, masks in predictor.propagate_in_video(state, reverse=reverse):
-                logits.setdefault(frame_index, masks.float().clone())
-    return logits
 
 
 @pytest.mark.parametrize("batch_animals", [False, True])

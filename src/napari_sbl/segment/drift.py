@@ -6,7 +6,8 @@ masks against a constant-velocity Kalman prediction of each animal's box, scores
 and agreement with the prediction, in [0, 1]) and asks for a recovery when a mask jumps, changes
 area abruptly or vanishes where the animal should be: a box prompt at the predicted position, or,
 after an empty stretch, one of the animal's earlier good masks moved there. Pure numpy and
-backend-independent; the SAM2 backend (:mod:`.sam2_propagation`) applies the decisions.
+backend-independent; the SAM2 backend (:mod:`.sam2_propagation`) applies the decisions. The box
+geometry and the Kalman filter are in :mod:`.box_motion`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sbl.segment.box_motion import (
+    BoxKalman,
+    body_length,
+    box_area,
+    box_centre,
+    box_from_state,
+    box_iou,
+    box_overlap,
+)
 from napari_sbl.segment.measure import LabelMeasurements
 
 REASONS = ("jump", "area", "empty", "reseed")  # far from the prediction, area out of range, gone, gone for long
@@ -125,23 +135,7 @@ def recovery_counts(records: Iterable[RecoveryRecord]) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- geometry
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when either is empty or NaN."""
-    inter = _overlap(a, b)
-    return inter / (_box_area(a) + _box_area(b) - inter) if inter > 0 else 0.0
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    return float(width * height) if width > 0 and height > 0 else 0.0
-
-
-def _box_area(box: np.ndarray) -> float:
-    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
-
-
+# ---------------------------------------------------------------------------- quality
 def mask_quality(observation: AnimalObservation, predicted_box: np.ndarray | None, reference_area_px: float) -> float:
     """(0, 1] for a present mask, 0 for an absent one; 1 when there is nothing to compare with yet.
 
@@ -154,67 +148,9 @@ def mask_quality(observation: AnimalObservation, predicted_box: np.ndarray | Non
     if predicted_box is None:
         return 1.0
     area_score = np.exp(-2.0 * abs(np.log(observation.area_px / max(reference_area_px, 1.0))))
-    distance = float(np.hypot(*(_position(observation) - _centre(predicted_box))))
-    motion = 0.5 * box_iou(observation.box, predicted_box) + 0.5 * np.exp(-distance / _body_length(predicted_box))
+    distance = float(np.hypot(*(_position(observation) - box_centre(predicted_box))))
+    motion = 0.5 * box_iou(observation.box, predicted_box) + 0.5 * np.exp(-distance / body_length(predicted_box))
     return float(np.clip(area_score * motion, 1e-3, 1.0))
-
-
-def _centre(box: np.ndarray) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-def _body_length(box: np.ndarray) -> float:
-    return max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
-
-
-# ---------------------------------------------------------------------------- motion
-class BoxKalman:
-    """Constant-velocity Kalman filter of one animal's box: state (cx, cy, w, h, vx, vy) px, px/frame.
-
-    The position is the mask centroid (steadier than the box centre when legs or a tail move), the
-    size the box's width and height. Noise scales with the animal's size, as in SORT-style
-    trackers, so the same settings fit a fly and a rat.
-    """
-
-    POSITION_NOISE, VELOCITY_NOISE, MEASUREMENT_NOISE = 1 / 20, 1 / 25, 1 / 20
-    TRANSITION = np.eye(6) + np.eye(6, k=4)
-    MEASURE = np.eye(4, 6)
-
-    def __init__(self, measurement: np.ndarray) -> None:
-        self.x = np.concatenate([np.asarray(measurement, dtype=np.float64), [0.0, 0.0]])
-        size = self._size()
-        position, velocity = 2 * self.POSITION_NOISE * size, 10 * self.VELOCITY_NOISE * size
-        self.p = np.diag(np.array([position] * 4 + [velocity] * 2) ** 2)
-
-    def _size(self) -> float:
-        return max(float(self.x[2]), float(self.x[3]), 1.0)
-
-    def predicted_state(self) -> np.ndarray:
-        """(cx, cy, w, h) expected on the next frame."""
-        return (self.TRANSITION @ self.x)[:4]
-
-    def predict(self) -> None:
-        size = self._size()
-        std = np.array([self.POSITION_NOISE * size] * 4 + [self.VELOCITY_NOISE * size] * 2)
-        self.x = self.TRANSITION @ self.x
-        self.p = self.TRANSITION @ self.p @ self.TRANSITION.T + np.diag(std**2)
-
-    def update(self, measurement: np.ndarray) -> None:
-        noise = np.diag((self.MEASUREMENT_NOISE * self._size() * np.ones(4)) ** 2)
-        innovation = np.asarray(measurement, dtype=np.float64) - self.MEASURE @ self.x
-        covariance = self.MEASURE @ self.p @ self.MEASURE.T + noise
-        gain = self.p @ self.MEASURE.T @ np.linalg.inv(covariance)
-        self.x = self.x + gain @ innovation
-        self.p = (np.eye(6) - gain @ self.MEASURE) @ self.p
-
-    def damp_velocity(self, factor: float) -> None:
-        """Slow down while the animal is unseen, so a long gap does not fling the prediction away."""
-        self.x[4:] *= factor
-
-
-def box_from_state(state: np.ndarray) -> np.ndarray:
-    """(cx, cy, w, h) → (x0, y0, x1, y1)."""
-    return np.concatenate([state[:2] - state[2:] / 2, state[:2] + state[2:] / 2])
 
 
 def _position(observation: AnimalObservation) -> np.ndarray:
@@ -254,7 +190,7 @@ class MaskBank:
 
         None when the bank is empty or the moved mask falls outside the frame.
         """
-        centre = _centre(predicted_box)
+        centre = box_centre(predicted_box)
         best, best_iou = None, -1.0
         for banked in reversed(self.masks):
             height, width = banked.mask.shape
@@ -395,8 +331,8 @@ class DriftMonitor:
     def drift_reason(self, observation: AnimalObservation, predicted_box: np.ndarray,
                      reference_area_px: float) -> str | None:
         """Why a present mask counts as drifted from the prediction ("jump", "area"), or None."""
-        distance = float(np.hypot(*(_position(observation) - _centre(predicted_box))))
-        if distance > self.params.jump_body_lengths * _body_length(predicted_box):
+        distance = float(np.hypot(*(_position(observation) - box_centre(predicted_box))))
+        if distance > self.params.jump_body_lengths * body_length(predicted_box):
             return "jump"
         ratio = observation.area_px / max(reference_area_px, 1.0)
         if not 1.0 / self.params.area_ratio <= ratio <= self.params.area_ratio:
@@ -405,15 +341,15 @@ class DriftMonitor:
 
     def _prompt_box(self, predicted_box: np.ndarray) -> np.ndarray:
         height, width = self.frame_shape
-        grow = self.params.box_margin / 2 * np.array([-1, -1, 1, 1]) * _body_length(predicted_box)
+        grow = self.params.box_margin / 2 * np.array([-1, -1, 1, 1]) * body_length(predicted_box)
         box = predicted_box + grow
         return np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1])
 
     def _visible_fraction(self, box: np.ndarray) -> float:
         height, width = self.frame_shape
-        return _overlap(box, np.array([0, 0, width, height])) / max(_box_area(box), 1e-9)
+        return box_overlap(box, np.array([0, 0, width, height])) / max(box_area(box), 1e-9)
 
     def _covered_by_others(self, animal_id: int, box: np.ndarray,
                            observations: Mapping[int, AnimalObservation]) -> float:
-        covered = sum(_overlap(box, o.box) for i, o in observations.items() if i != animal_id and o.present)
-        return min(covered / max(_box_area(box), 1e-9), 1.0)
+        covered = sum(box_overlap(box, o.box) for i, o in observations.items() if i != animal_id and o.present)
+        return min(covered / max(box_area(box), 1e-9), 1.0)

@@ -2,38 +2,27 @@
 
 The parameters form is :class:`~napari_sbl.cluster.run.ClusterParams`; the work is
 :func:`~napari_sbl.cluster.run.cluster_stores` in a thread. Results come from the stores' cache whenever the
-parameters match, so re-opening a clustering or re-colouring the map never recomputes. The map (a vispy scatter)
-and the selected-clips list live in a second dock.
+parameters match, so re-opening a clustering or re-colouring the map never recomputes. The tabs are
+:class:`~.discover_sessions.SessionsTab`, :class:`~.discover_clusters.ClustersTab` and the plots; the map (a vispy
+scatter) and the selected-clips list live in a second dock.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QLabel,
-    QListWidget,
-    QPushButton,
-    QSplitter,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from napari_sbl.cluster.run import ClusterParams
 from napari_sbl.cluster.selection import clips_at_frame
 from napari_sbl.widgets._jobs import JobPanel
 from napari_sbl.widgets._layers import find_session_layers, sbl_info
-from napari_sbl.widgets.discover_clusters import BUILT_IN_COLOURINGS as BUILT_IN_COLOURINGS  # re-exported
-from napari_sbl.widgets.discover_clusters import TABLE_COLUMNS as TABLE_COLUMNS  # re-exported
 from napari_sbl.widgets.discover_clusters import ClustersTab, clip_colours, describe_clip
 from napari_sbl.widgets.discover_clusters import row_layout as _row
-from napari_sbl.widgets.discover_panels import DiscoverPlots, ParamsForm, ViewerLink
+from napari_sbl.widgets.discover_panels import DiscoverPlots, ViewerLink
+from napari_sbl.widgets.discover_sessions import SessionsTab
 from napari_sbl.widgets.scatter import ClipListPanel, ScatterView
 
 if TYPE_CHECKING:
@@ -46,10 +35,8 @@ class DiscoverWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.stores: list = []  # the sessions listed in the dock
         self.result_stores: list = []  # the sessions of the result shown, in its row order
         self.result = None
-        self.metadata = None
         self.row_meta: dict[str, np.ndarray] = {}
         self._derived: dict[str, object] = {}
         self._focus: tuple[int, int] | None = None  # (store position, animal id) shown in the viewer
@@ -65,14 +52,10 @@ class DiscoverWidget(QWidget):
 
     # -- layout -------------------------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        self.store_list = QListWidget()
-        self.store_list.setMaximumHeight(80)
-        self.add_sessions_button, self.add_store_button = QPushButton("Add open sessions"), QPushButton("Add store…")
-        self.remove_store_button, self.metadata_button = QPushButton("Remove"), QPushButton("Metadata…")
-        self.metadata_label = QLabel("no metadata file")
-        self.form, self.open_box = ParamsForm(), QComboBox()
+        sessions = self.sessions_tab = SessionsTab()  # its list and form stay reachable under their old names
+        self.stores, self.form = sessions.stores, sessions.form  # self.stores: the sessions listed in the dock
+        self.open_box = QComboBox()
         self.cluster_button, self.open_button = QPushButton("Cluster"), QPushButton("Open")
-        self.learn_button = QPushButton("Learn behaviour features (removes appearance)")
         self.job = JobPanel()
         self.message = QLabel("Open sessions that have embeddings, then Cluster.")
         self.message.setWordWrap(True)
@@ -84,16 +67,9 @@ class DiscoverWidget(QWidget):
         self._lay_out()
 
     def _lay_out(self) -> None:
-        setup = QWidget()
-        setup_layout = QVBoxLayout(setup)
-        setup_layout.addWidget(self.store_list)
-        setup_layout.addLayout(_row(self.add_sessions_button, self.add_store_button, self.remove_store_button,
-                                    self.metadata_button))
-        setup_layout.addWidget(self.metadata_label)
-        setup_layout.addWidget(self.form)
-        setup_layout.addWidget(self.learn_button)
         self.tabs = QTabWidget()
-        for page, title in ((setup, "Sessions and parameters"), (self.clusters_tab, "Clusters"), (self.plots, "Plots")):
+        for page, title in ((self.sessions_tab, "Sessions and parameters"), (self.clusters_tab, "Clusters"),
+                            (self.plots, "Plots")):
             self.tabs.addTab(page, title)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs, 1)
@@ -102,13 +78,12 @@ class DiscoverWidget(QWidget):
         layout.addWidget(self.message)
 
     def _connect(self) -> None:
-        self.add_sessions_button.clicked.connect(self.add_open_sessions)
-        self.add_store_button.clicked.connect(self._add_store_dialog)
-        self.remove_store_button.clicked.connect(self._remove_store)
-        self.metadata_button.clicked.connect(self._metadata_dialog)
+        self.sessions_tab.add_sessions_button.clicked.connect(self.add_open_sessions)
+        self.sessions_tab.stores_changed.connect(self._stores_changed)
+        self.sessions_tab.metadata_loaded.connect(self._metadata_loaded)
         self.cluster_button.clicked.connect(self.run_clustering)
         self.open_button.clicked.connect(self.open_clustering)
-        self.learn_button.clicked.connect(self.learn_features)
+        self.sessions_tab.learn_button.clicked.connect(self.learn_features)
         self.colour_box.currentTextChanged.connect(self.recolour)
         self.cluster_table.itemSelectionChanged.connect(self._clusters_chosen)
         self.representatives_button.clicked.connect(self.show_representatives)
@@ -143,25 +118,7 @@ class DiscoverWidget(QWidget):
                 self.add_store(sbl_info(layer)["store"])
 
     def add_store(self, path) -> None:
-        path = Path(path).resolve()
-        if any(store.path.resolve() == path for store in self.stores):
-            return
-        self.stores.append(self._store_at(path))
-        self.store_list.addItem(path.name)
-        self._stores_changed()
-
-    def _store_at(self, path):
-        from napari_sbl.store.session import SessionStore
-
-        path = Path(path).resolve()
-        return next((s for s in self.stores if s.path.resolve() == path), None) or SessionStore.open(path)
-
-    def _remove_store(self) -> None:
-        row = self.store_list.currentRow()
-        if 0 <= row < len(self.stores):
-            del self.stores[row]
-            self.store_list.takeItem(row)
-            self._stores_changed()
+        self.sessions_tab.add_store(path)
 
     def _stores_changed(self) -> None:
         from napari_sbl.cluster.preprocess import available_embeddings
@@ -179,12 +136,9 @@ class DiscoverWidget(QWidget):
             self.message.setText("These sessions have no embeddings in common yet; run the Embed step first.")
 
     def load_metadata(self, path) -> None:
-        from napari_sbl.project import read_session_metadata
+        self.sessions_tab.load_metadata(path)
 
-        self.metadata = read_session_metadata(path)
-        self.metadata_label.setText(f"metadata: {Path(path).name} ({', '.join(self.metadata.columns)})")
-        for store_path in self.metadata.store_paths():  # a metadata table can list a project's sessions
-            self.add_store(store_path)
+    def _metadata_loaded(self) -> None:
         if self.result is not None:
             self._result_metadata()
 
@@ -242,7 +196,7 @@ class DiscoverWidget(QWidget):
     def show_result(self, result) -> None:
         """Show a clustering on the map and in the table (nothing is recomputed here)."""
         self.result = result
-        self.result_stores = [self._store_at(path) for path in result.table.store_paths]
+        self.result_stores = [self.sessions_tab.store_at(path) for path in result.table.store_paths]
         self._derived = {}
         self._focus = None
         self.form.set_params(result.params)
@@ -262,7 +216,8 @@ class DiscoverWidget(QWidget):
     def _result_metadata(self) -> None:
         from napari_sbl.cluster.summary import row_metadata
 
-        records = [self.metadata.for_session(store.path, store.video_path()) if self.metadata else {}
+        metadata = self.sessions_tab.metadata
+        records = [metadata.for_session(store.path, store.video_path()) if metadata else {}
                    for store in self.result_stores]
         self.row_meta = row_metadata(self.result.table, records)
         self.clusters_tab.set_colourings(list(self.row_meta))
@@ -387,16 +342,6 @@ class DiscoverWidget(QWidget):
         self.scatter.mark(clips_at_frame(table.start_frame, table.stop_frame, frame_index, rows))
 
     # -- dialogs ------------------------------------------------------------------------------------------
-    def _add_store_dialog(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Add a session store (*.sbl.zarr)")
-        if path:
-            self.add_store(path)
-
-    def _metadata_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Session metadata", "", "Metadata (*.csv *.json)")
-        if path:
-            self.load_metadata(path)
-
     def _export_dialog(self) -> None:
         if self.result is None:
             return
