@@ -77,18 +77,21 @@ def test_every_variant_matches_reference_in_fp32(tiling, num_keys):
     np.testing.assert_allclose(np.asarray(fused), np.asarray(xla), rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("tiling", [texts[0] for texts in VARIANT_TILINGS.values()])
-@pytest.mark.parametrize("num_keys", [8, 16, 144, 256, 324])
-def test_every_variant_in_bf16_is_at_least_as_close_as_xla_bf16(tiling, num_keys):
-    query, key, value = qkv((1, num_keys, 2, 64), jnp.bfloat16, seed=num_keys)
-    scale = 0.125
+def assert_bf16_kernel_as_close_as_xla(query, key, value, scale: float, tiling) -> None:
+    """bf16 kernel output within bf16 rounding of the float64 reference, and no further from it than XLA's."""
     expected = ref_attention(query, key, value, scale)  # from the same bf16-rounded inputs
-    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, tiling=at.KernelTiling.parse(tiling),
-                               interpret=True)
+    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, tiling=tiling, interpret=True)
     xla = jax.jit(lambda q, k, v: at.xla_attention(q, k, v, scale=scale, logit_cap=CAP))(query, key, value)
     assert fused.dtype == jnp.bfloat16
     assert rel_error(fused, expected) < 4e-3  # bf16 output rounding is ~2e-3
     assert rel_error(fused, expected) <= rel_error(xla, expected)
+
+
+@pytest.mark.parametrize("tiling", [texts[0] for texts in VARIANT_TILINGS.values()])
+@pytest.mark.parametrize("num_keys", [8, 16, 144, 256, 324])
+def test_every_variant_in_bf16_is_at_least_as_close_as_xla_bf16(tiling, num_keys):
+    query, key, value = qkv((1, num_keys, 2, 64), jnp.bfloat16, seed=num_keys)
+    assert_bf16_kernel_as_close_as_xla(query, key, value, 0.125, at.KernelTiling.parse(tiling))
 
 
 @pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
@@ -123,13 +126,7 @@ def test_fused_matches_reference_in_fp32(num_keys, head_dim):
 def test_fused_bf16_is_at_least_as_close_as_xla_bf16(num_keys, head_dim):
     """bf16 in and out, fp32 inside; the kernel does not round scores to bf16 before the cap, XLA does."""
     query, key, value = qkv((2, num_keys, 2, head_dim), jnp.bfloat16)
-    scale = head_dim**-0.5
-    expected = ref_attention(query, key, value, scale)  # from the same bf16-rounded inputs
-    fused = at.fused_attention(query, key, value, scale=scale, logit_cap=CAP, interpret=True)
-    xla = jax.jit(lambda q, k, v: at.xla_attention(q, k, v, scale=scale, logit_cap=CAP))(query, key, value)
-    assert fused.dtype == jnp.bfloat16
-    assert rel_error(fused, expected) < 4e-3  # bf16 output rounding is ~2e-3
-    assert rel_error(fused, expected) <= rel_error(xla, expected)
+    assert_bf16_kernel_as_close_as_xla(query, key, value, head_dim**-0.5, None)
 
 
 @pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
