@@ -149,9 +149,9 @@ class EmbeddingWriter:
     def write(self, start: int, stop: int, results: list[EncodedBatch]) -> None:
         """Write one block (the embedding, then its augmented copies) and only then mark it done."""
         main = results[0]
-        self.arrays["frames"][start:stop] = np.asarray(main.frames).astype(np.float16)
+        self.arrays["frames"][start:stop] = np.asarray(main.frames, dtype=np.float16)  # no copy when already fp16
         if "tokens" in self.arrays:
-            self.arrays["tokens"][start:stop] = np.asarray(main.tokens).astype(np.float16)
+            self.arrays["tokens"][start:stop] = np.asarray(main.tokens, dtype=np.float16)
         if len(results) > 1:
             self.arrays["augmented/frames"][start:stop] = np.stack(
                 [np.asarray(r.frames) for r in results[1:]], axis=1).astype(np.float16)
