@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from napari_sbl.progress import Reporter
 from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observations_from
@@ -34,7 +35,7 @@ from napari_sbl.segment.sam2_memory import (
     record_output,
 )
 from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert
-from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2TrackedFrame, TrackStats
+from napari_sbl.segment.sam2_tracker import ATTENTION_BACKENDS, Sam2Params, Sam2TrackedFrame, TrackStats
 from napari_sbl.segment.tracker import FrameSource, TrackedFrame
 
 
@@ -68,6 +69,7 @@ class TrackRun:
         self.prompt_frames: dict[int, set[int]] = {}  # animal id → frames the user prompted it on
         self.recovery_frames = RecoveryFrames()
         self.monitor = DriftMonitor(params.drift, [], self.frame_shape)
+        self.attention_backends = [getattr(SDPBackend, ATTENTION_BACKENDS[name]) for name in params.attention_backends]
         self.anchor: tuple[int, DriftMonitor | None] = (-1, None)  # first prompt frame, monitor there
 
     def compute(self) -> contextlib.ExitStack:
@@ -75,12 +77,8 @@ class TrackRun:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
-        if self.params.attention_backends:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
-
-            names = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
-                     "math": "MATH"}
-            stack.enter_context(sdpa_kernel([getattr(SDPBackend, names[b]) for b in self.params.attention_backends]))
+        if self.attention_backends:
+            stack.enter_context(sdpa_kernel(self.attention_backends))
         return stack
 
     def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:

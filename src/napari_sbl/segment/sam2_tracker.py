@@ -43,7 +43,9 @@ MODEL_CONFIGS = {
 }
 WEIGHT_CHOICES = ("pretrained", "random")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
+ATTENTION_BACKENDS = {  # our name → torch.nn.attention.SDPBackend member
+    "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH",
+}
 
 
 @dataclass(frozen=True)
