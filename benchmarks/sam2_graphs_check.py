@@ -1,7 +1,8 @@
-"""On a GPU: does tracking with CUDA graphs give the masks eager tracking gives, and what did it record?
+"""On a GPU: do two ways of tracking (CUDA graphs or not, encoder overlapped or not) give the same masks?
 
-Tracks the benchmark's synthetic two-blob video with the same random-weight model twice, CUDA
-graphs on and off, and compares every frame's labels. Prints the share of pixels that agree, each
+Tracks the benchmark's synthetic two-blob video with the same random-weight model twice (by default
+``ours``, with CUDA graphs and the encoder on its own stream, against ``ours-eager``; ``--impls``
+picks the pair) and compares every frame's labels. Prints the share of pixels that agree, each
 wrapped module's replay/eager/record counts and the peak GPU memory of each run. Exits 1 if fewer
 than 99.9 % of the pixels agree.
 
@@ -38,17 +39,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--impls", nargs=2, default=["ours", "ours-eager"], metavar=("FIRST", "SECOND"))
     args = parser.parse_args()
     from napari_sbl.segment.sam2_graphs import GraphedModule
 
     video = SyntheticVideo(args.frames, 480, 640)
-    graphed, predictor, graphed_gib = track("ours", args.model, video)
-    eager, _, eager_gib = track("ours-eager", args.model, video)
+    graphed, predictor, graphed_gib = track(args.impls[0], args.model, video)
+    eager, _, eager_gib = track(args.impls[1], args.model, video)
     agree = np.mean([np.mean(graphed[t] == eager[t]) for t in eager])
     worst = min(eager, key=lambda t: np.mean(graphed[t] == eager[t]))
-    print(f"{args.model}: {len(eager)} frames; pixels agreeing {100 * agree:.4f} %; worst frame {worst} "
+    print(f"{args.model}, {args.impls[0]} vs {args.impls[1]}: {len(eager)} frames; "
+          f"pixels agreeing {100 * agree:.4f} %; worst frame {worst} "
           f"{100 * np.mean(graphed[worst] == eager[worst]):.3f} %")
-    print(f"peak GPU memory: graphs {graphed_gib:.2f} GiB, eager {eager_gib:.2f} GiB")
+    print(f"peak GPU memory: {args.impls[0]} {graphed_gib:.2f} GiB, {args.impls[1]} {eager_gib:.2f} GiB")
     for name, module in predictor.named_modules():
         if isinstance(module, GraphedModule):
             s = module.stats

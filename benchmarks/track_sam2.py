@@ -10,6 +10,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
   jump, so it re-prompts far more often than with trained weights);
 - ``ours-plain``: the same with batching and the read-ahead thread off (pruning and laziness stay);
 - ``ours-compiled``: ``ours`` with ``compile`` on (SAM2's VOS predictor, every component compiled);
+- ``ours-serial``: ``ours`` with the image encoder on the tracking stream (no overlap of the next
+  batch's encoding with this batch's tracking);
 - ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
@@ -46,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("ours", "ours-plain", "ours-compiled", "ours-recover", "ours-eager", "ours-cudnn",
+IMPLEMENTATIONS = ("ours", "ours-serial", "ours-plain", "ours-compiled", "ours-recover", "ours-eager", "ours-cudnn",
                    "upstream-lazy", "upstream-jpeg", "upstream-compiled")
 COMPILED = ("ours-compiled", "upstream-compiled")
 GIB = float(1 << 30)
@@ -227,6 +229,7 @@ def make_tracker(config: dict) -> object:
         drift=DriftParams(recover=config["impl"] == "ours-recover"),
         attention_backends=() if config["impl"] == "ours-cudnn" else ("flash", "efficient", "math"),
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
+        encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
     )
     return Sam2Tracker(params)
 

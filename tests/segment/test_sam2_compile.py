@@ -26,7 +26,7 @@ import torch
 import os
 from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts
 from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2Tracker, tiny_test_overrides
-from napari_sbl.segment import sam2_frames
+from napari_sbl.segment import sam2_features
 from napari_sbl.progress import silent
 
 class Discs:
@@ -41,7 +41,7 @@ class Discs:
         return image
 
 batches = []
-original = sam2_frames.BackboneFeatureCache._encode
+original = sam2_features.BackboneFeatureCache._encode
 def watched(self, frame_indices):
     calls = []
     forward = self.predictor.forward_image
@@ -54,7 +54,7 @@ def watched(self, frame_indices):
     finally:
         del self.predictor.forward_image
     batches.extend(calls)
-sam2_frames.BackboneFeatureCache._encode = watched
+sam2_features.BackboneFeatureCache._encode = watched
 
 video = Discs()
 prompt = FramePrompts(12, tuple(AnimalPrompt(i + 1, np.array([c]), np.array([1], np.int8))

@@ -1,14 +1,12 @@
-"""Frames in and out of SAM2: a lazy ``images`` source, batched backbone features, label downloads.
+"""Frames in and out of SAM2: a lazy ``images`` source and label downloads.
 
 SAM2's ``init_state`` turns every frame into a normalised [3, S, S] float32 tensor up front
 (12 MiB a frame at S=1024), which is what makes long videos run out of memory. The predictor only
 ever calls ``images[i]`` and ``len(images)``, so :class:`LazySam2Images` decodes, resizes and
 normalises a frame when asked, keeps a small LRU, and lets a background thread decode the frames
-the tracker says it will need next. :class:`BackboneFeatureCache` runs the image encoder over
-several upcoming frames in one batch and puts the results where SAM2 looks first
-(``inference_state["cached_features"]``), which keeps a GPU busy on long videos. On the way
-out, :func:`labels_from_logits` merges the animals' mask logits into one label image and
-:class:`LabelDownload` copies it to the host while the next frame is computed.
+the tracker says it will need next (:mod:`.sam2_features` batches them through the image
+encoder). On the way out, :func:`labels_from_logits` merges the animals' mask logits into one
+label image and :class:`LabelDownload` copies it to the host while the next frame is computed.
 """
 
 from __future__ import annotations
@@ -236,68 +234,6 @@ class LazySam2Images:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame {frame_index}: expected (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
         return frame
-
-
-class BackboneFeatureCache:
-    """Image-encoder features for the next ``batch_frames`` frames of a pass, computed in one batch.
-
-    SAM2's ``_get_image_feature`` looks in ``inference_state["cached_features"]`` before running the
-    encoder on a single frame, so filling that dict ahead is enough. The position encodings are the
-    same for every frame; one copy is shared instead of one per frame (44 MiB each at S=1024).
-    ``fixed_batch`` pads short batches (a pass's last frames) by repeating the last frame, so a
-    compiled encoder sees one shape and never recompiles mid-video.
-    """
-
-    def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int,
-                 fixed_batch: bool = False) -> None:
-        self.predictor = predictor
-        self.fixed_batch = fixed_batch
-        self.images = images
-        self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
-        self.batch_frames = max(int(batch_frames), 1)
-        self._order: list[int] = []
-        self._position: dict[int, int] = {}
-        self._shared_pos_enc: list[torch.Tensor] | None = None
-        self.encoder_batches = 0
-        self.peak_cached_frames = 0
-
-    def plan(self, frame_indices: Sequence[int]) -> None:
-        """The frames of the coming pass that need features, in processing order."""
-        self._order = list(frame_indices)
-        self._position = {index: pos for pos, index in enumerate(self._order)}
-        self.images.plan(self._order)
-
-    def ensure(self, frame_index: int) -> None:
-        """Make sure ``frame_index`` is cached, encoding it with the frames that follow it."""
-        if frame_index in self.state["cached_features"]:
-            return
-        pos = self._position.get(frame_index)
-        upcoming = [frame_index] if pos is None else self._order[pos : pos + self.batch_frames]
-        self._encode(upcoming)
-
-    def release(self, frame_index: int) -> None:
-        self.state["cached_features"].pop(frame_index, None)
-
-    def clear(self) -> None:
-        self.state["cached_features"] = {}
-
-    def _encode(self, frame_indices: list[int]) -> None:
-        batch = self.images.batch(frame_indices)
-        if self.fixed_batch and len(frame_indices) < self.batch_frames:
-            padding = batch[-1:].expand(self.batch_frames - len(frame_indices), *batch.shape[1:])
-            batch = torch.cat([batch, padding])
-        backbone_out = self.predictor.forward_image(batch)
-        if self._shared_pos_enc is None:
-            self._shared_pos_enc = [pos[0:1].clone() for pos in backbone_out["vision_pos_enc"]]
-        cached = self.state["cached_features"]
-        for j, frame_index in enumerate(frame_indices):
-            features = {
-                "backbone_fpn": [level[j : j + 1] for level in backbone_out["backbone_fpn"]],
-                "vision_pos_enc": list(self._shared_pos_enc),
-            }
-            cached[frame_index] = (batch[j : j + 1], features)
-        self.encoder_batches += 1
-        self.peak_cached_frames = max(self.peak_cached_frames, len(cached))
 
 
 def labels_from_logits(logits: torch.Tensor, label_of_row: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -23,7 +23,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from napari_sbl.progress import Reporter
 from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observations_from
 from napari_sbl.segment.prompts import FramePrompts, animal_ids
-from napari_sbl.segment.sam2_frames import BackboneFeatureCache, LabelDownload, LazySam2Images
+from napari_sbl.segment.sam2_features import BackboneFeatureCache
+from napari_sbl.segment.sam2_frames import LabelDownload, LazySam2Images
 from napari_sbl.segment.sam2_memory import (
     MemoryWindow,
     TrackPass,
@@ -59,8 +60,12 @@ class TrackRun:
             frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
         )
         self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
+        overlap = params.encoder_overlap and self.device.type == "cuda"
+        # tracking before encoding: the tracker's small kernels wait on the frame; the encoder works ahead
+        self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
-                                             fixed_batch=params.compile)
+                                             fixed_batch=params.compile,
+                                             stream=torch.cuda.Stream(self.device) if overlap else None)
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
         self.groups: list[Any] = []
@@ -77,6 +82,8 @@ class TrackRun:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.track_stream is not None:
+            stack.enter_context(torch.cuda.stream(self.track_stream))
         if self.attention_backends:
             stack.enter_context(sdpa_kernel(self.attention_backends))
         return stack
@@ -99,9 +106,9 @@ class TrackRun:
                     self.prompt_frames.setdefault(animal.animal_id, set()).add(fp.frame_index)
             self.predictor.propagate_in_video_preflight(self.state)
             self.groups = group_animals(self.state, self.params.batch_animals)
+            dtype = torch.uint8 if max(self.animal_ids) < 256 else torch.int32
+            self.label_of_row = torch.tensor(self.animal_ids, dtype=dtype, device=self.device)
         self.features.clear()
-        dtype = torch.uint8 if max(self.animal_ids) < 256 else torch.int32
-        self.label_of_row = torch.tensor(self.animal_ids, dtype=dtype, device=self.device)
         self.anchor = (min(fp.frame_index for fp in prompts), None)
 
     def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter) -> Iterator[Sam2TrackedFrame]:

@@ -68,6 +68,8 @@ class Sam2Params:
     'efficient', 'cudnn', 'math'; empty leaves the choice to PyTorch): on an H100, keeping SAM2's
     attention off cuDNN made tracking 15-20 % faster (cuDNN's per-call host work dominates at these
     sizes). ``cuda_graphs`` replays the per-frame modules from CUDA graphs (:mod:`.sam2_graphs`).
+    ``encoder_overlap`` (CUDA only) encodes the next batch of frames on a second stream while the
+    current batch is tracked on a high-priority one (:mod:`.sam2_features`).
     """
 
     model: str = "tiny"
@@ -85,6 +87,7 @@ class Sam2Params:
     bf16_weights: bool = True
     attention_backends: tuple[str, ...] = ("flash", "efficient", "math")
     cuda_graphs: bool = True
+    encoder_overlap: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One lent-GPU call, many measurements: install the carried wheels, then run the named steps in
+# order, each under its own time limit, each writing its log and results under $OUT as it ends
+# (a step cut by its limit leaves the others' results intact).
+#
+#   bash benchmarks/gpu_session.sh sam2-check track embed-backbone embed-e2e mlp
+#
+# Carry `.carry` (wheels in .carry/embedwhl and .carry/sam2whl, the classically tracked mouse
+# store in .carry/mouse_tracked.tar.xz, an experiment's source tree in .carry/fc1). Steps:
+#   sam2-check      masks of `ours` (encoder on its own stream) against `ours-serial`, tiny, 150 frames
+#   track           track_sam2.py, tiny and large, 300 frames: ours, ours-serial, ours-recover, upstream
+#   embed-backbone  embed_backbone.py, bf16, fused attention, 32 clips
+#   embed-e2e       embed.py on the mouse video from its carried tracks, strides 1 and 2
+#   mlp             embed_mlp.py from .carry/fc1 (the fused fc1+GELU experiment)
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/site
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    .carry/embedwhl/*.whl .carry/sam2whl/*.whl >"$OUT/install.log" 2>&1
+export PYTHONPATH=/tmp/site:$PWD/src TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/device.txt" 2>&1
+MOUSE=src/napari_sbl/samples/data/mouse_openfield_dlc.mp4
+
+step() {  # step NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local started=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "$name: rc $? in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
+}
+
+for name in "$@"; do
+    case $name in
+    sam2-check)
+        step sam2-check 90 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours-serial ;;
+    track)
+        step track 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
+            --impls ours ours-serial ours-recover upstream-lazy --timeout 120 --out "$OUT/track.md" ;;
+    embed-backbone)
+        step embed-backbone 120 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused \
+            --batch-sizes 32 --no-check --out "$OUT/embed_backbone.md" ;;
+    embed-e2e)
+        mkdir -p /tmp/mt && tar -xJf .carry/mouse_tracked.tar.xz -C /tmp/mt
+        step embed-e2e 150 python3 benchmarks/embed.py --video "$MOUSE" \
+            --tracked-store /tmp/mt/mouse_openfield_dlc.sbl.zarr --paths bf16-device --strides 1 2 \
+            --seed-clips 0 --no-stages --out "$OUT/embed.md" ;;
+    mlp)
+        step mlp 150 env PYTHONPATH=/tmp/site:$PWD/.carry/fc1/src python3 .carry/fc1/benchmarks/embed_mlp.py \
+            --out "$OUT/embed_mlp.md" ;;
+    *) echo "unknown step $name" | tee -a "$OUT/steps.txt" ;;
+    esac
+done

@@ -1,0 +1,117 @@
+"""Image-encoder features computed ahead of the tracker, in batches, where SAM2 looks first.
+
+SAM2 runs its image encoder on one frame at a time, when the frame is tracked. The encoder does not
+depend on tracking state, so :class:`BackboneFeatureCache` encodes several upcoming frames in one
+batch (and, on a GPU, on a second stream beside the tracking work) and leaves the results in
+``inference_state["cached_features"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from napari_sbl.segment.sam2_frames import LazySam2Images
+
+
+class BackboneFeatureCache:
+    """Image-encoder features for the next ``batch_frames`` frames of a pass, computed in one batch.
+
+    SAM2's ``_get_image_feature`` looks in ``inference_state["cached_features"]`` before running the
+    encoder on a single frame, so filling that dict ahead is enough. The position encodings are the
+    same for every frame; one copy is shared instead of one per frame (44 MiB each at S=1024).
+    ``fixed_batch`` pads short batches (a pass's last frames) by repeating the last frame, so a
+    compiled encoder sees one shape and never recompiles mid-video.
+
+    With a CUDA ``stream``, batches are encoded there, one batch ahead of the frame being tracked:
+    the per-frame tracking kernels are small and leave most of the GPU idle, which the encoder's
+    large matmuls fill. The tracking stream waits on an event per batch, never on the host.
+    """
+
+    def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int,
+                 fixed_batch: bool = False, stream: torch.cuda.Stream | None = None) -> None:
+        self.predictor = predictor
+        self.fixed_batch = fixed_batch
+        self.images = images
+        self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
+        self.batch_frames = max(int(batch_frames), 1)
+        self.stream = stream
+        self._order: list[int] = []
+        self._position: dict[int, int] = {}
+        self._ready: dict[int, torch.cuda.Event] = {}  # frame → its batch's event, until first used
+        self._shared_pos_enc: list[torch.Tensor] | None = None
+        self.encoder_batches = 0
+        self.peak_cached_frames = 0
+
+    def plan(self, frame_indices: Sequence[int]) -> None:
+        """The frames of the coming pass that need features, in processing order."""
+        self._order = list(frame_indices)
+        self._position = {index: pos for pos, index in enumerate(self._order)}
+        self.images.plan(self._order)
+
+    def ensure(self, frame_index: int) -> None:
+        """Make sure ``frame_index`` is cached, encoding it with the frames that follow it."""
+        pos = self._position.get(frame_index)
+        if frame_index not in self.state["cached_features"]:
+            self._encode([frame_index] if pos is None else self._order[pos : pos + self.batch_frames])
+        if self.stream is None:
+            return
+        event = self._ready.pop(frame_index, None)
+        if event is not None:
+            torch.cuda.current_stream().wait_event(event)
+        if pos is not None:
+            self._encode_next_batch(pos)
+
+    def release(self, frame_index: int) -> None:
+        self.state["cached_features"].pop(frame_index, None)
+        self._ready.pop(frame_index, None)
+
+    def clear(self) -> None:
+        self.state["cached_features"] = {}
+        self._ready.clear()
+
+    def _encode_next_batch(self, pos: int) -> None:
+        """Start the batch after ``pos`` unless the next ``batch_frames`` frames are cached already."""
+        cached = self.state["cached_features"]
+        following = self._order[pos + 1 : pos + 1 + self.batch_frames]
+        first_missing = next((k for k, index in enumerate(following) if index not in cached), None)
+        if first_missing is None:
+            return
+        start = pos + 1 + first_missing
+        self._encode([index for index in self._order[start : start + self.batch_frames] if index not in cached])
+
+    def _encode(self, frame_indices: list[int]) -> None:
+        if self.stream is None:
+            self._store(frame_indices, *self._run_encoder(frame_indices))
+            return
+        consumer = torch.cuda.current_stream()
+        with torch.cuda.stream(self.stream):
+            batch, levels = self._run_encoder(frame_indices)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        for tensor in (batch, *levels, *self._shared_pos_enc):
+            tensor.record_stream(consumer)  # freed by the tracker: not reused before its work is done
+        self._store(frame_indices, batch, levels)
+        self._ready.update(dict.fromkeys(frame_indices, event))
+
+    def _run_encoder(self, frame_indices: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        batch = self.images.batch(frame_indices)
+        if self.fixed_batch and len(frame_indices) < self.batch_frames:
+            padding = batch[-1:].expand(self.batch_frames - len(frame_indices), *batch.shape[1:])
+            batch = torch.cat([batch, padding])
+        backbone_out = self.predictor.forward_image(batch)
+        if self._shared_pos_enc is None:
+            self._shared_pos_enc = [pos[0:1].clone() for pos in backbone_out["vision_pos_enc"]]
+        return batch, list(backbone_out["backbone_fpn"])
+
+    def _store(self, frame_indices: list[int], batch: torch.Tensor, levels: list[torch.Tensor]) -> None:
+        cached = self.state["cached_features"]
+        for j, frame_index in enumerate(frame_indices):
+            features = {
+                "backbone_fpn": [level[j : j + 1] for level in levels],
+                "vision_pos_enc": list(self._shared_pos_enc),
+            }
+            cached[frame_index] = (batch[j : j + 1], features)
+        self.encoder_batches += 1
+        self.peak_cached_frames = max(self.peak_cached_frames, len(cached))
