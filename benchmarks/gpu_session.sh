@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One lent-GPU call, many measurements: install the carried wheels, then run the named steps in
 # order, each under its own time limit, each writing its log and results under $OUT as it ends
-# (a step cut by its limit leaves the others' results intact).
+# (a step cut by its limit leaves the others' results intact). Logs end up in $OUT/logs.tgz: the
+# device tool brings back only a few files per call.
 #
 #   bash benchmarks/gpu_session.sh sam2-check track embed-backbone embed-e2e mlp
 #
@@ -12,20 +13,24 @@
 #   embed-backbone  embed_backbone.py, bf16, fused attention, 32 clips
 #   embed-e2e       embed.py on the mouse video from its carried tracks, strides 1 and 2
 #   mlp             embed_mlp.py from .carry/fc1 (the fused fc1+GELU experiment)
+#   sam2-split      masks of `ours` against `ours-nosplit` (split-KV memory attention), tiny, 150 frames
+#   track-split     track_sam2.py, tiny and large: ours, ours-nosplit, ours-graphs-cudnn, upstream
+#   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
+#   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 set -u
 OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/site
+mkdir -p "$OUT/logs" /tmp/site
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .carry/embedwhl/*.whl .carry/sam2whl/*.whl >"$OUT/install.log" 2>&1
+    .carry/embedwhl/*.whl .carry/sam2whl/*.whl >"$OUT/logs/install.log" 2>&1
 export PYTHONPATH=/tmp/site:$PWD/src TQDM_DISABLE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/device.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$OUT/logs/device.txt" 2>&1
 MOUSE=src/napari_sbl/samples/data/mouse_openfield_dlc.mp4
 
 step() {  # step NAME LIMIT_S COMMAND...
     local name=$1 limit=$2
     shift 2
     local started=$SECONDS
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
     echo "$name: rc $? in $((SECONDS - started)) s" | tee -a "$OUT/steps.txt"
 }
 
@@ -47,6 +52,24 @@ for name in "$@"; do
     mlp)
         step mlp 150 env PYTHONPATH=/tmp/site:$PWD/.carry/fc1/src python3 .carry/fc1/benchmarks/embed_mlp.py \
             --out "$OUT/embed_mlp.md" ;;
+    sam2-split)
+        step sam2-split 90 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours-nosplit ;;
+    track-split)
+        step track-split 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
+            --impls ours ours-nosplit ours-graphs-cudnn upstream-lazy --timeout 120 --out "$OUT/track_split.md" ;;
+    profile-gpu)
+        for model in tiny large; do
+            step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \
+                --out "$OUT"
+        done ;;
+    xla-flags)
+        for flags in "--xla_gpu_triton_gemm_any=true" "--xla_gpu_enable_triton_gemm=false" \
+            "--xla_gpu_enable_cublaslt=true"; do
+            step "xla${flags//[^a-z=]/_}" 120 env XLA_FLAGS="$flags" python3 benchmarks/embed_backbone.py \
+                --modes bf16 --attention fused --batch-sizes 32 --no-check
+            echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
+        done ;;
     *) echo "unknown step $name" | tee -a "$OUT/steps.txt" ;;
     esac
 done
+tar -czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"

@@ -3,9 +3,12 @@
 The H100 runs showed both implementations bound by the host (compiling the GPU work did not speed
 them up). This profiles a short forward pass after a warm-up, twice per implementation: Python
 functions (cProfile, by own time) and torch operators with CUDA synchronisations (torch.profiler,
-by self CPU time). Each report goes to ``--out`` as text.
+by self CPU time). Each report goes to ``--out`` as text. ``--gpu`` instead profiles where the GPU
+time goes: ours without CUDA graphs (so every kernel is seen and attributed), GPU time per frame of
+each SAM2 component and of the 25 costliest kernels.
 
     python benchmarks/track_profile.py --model tiny --frames 120 --out $OUT      # on a GPU
+    python benchmarks/track_profile.py --model tiny --gpu --out $OUT             # GPU time by component
     python benchmarks/track_profile.py --quick                                   # CPU smoke test
 """
 
@@ -23,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from track_sam2 import SyntheticVideo, make_prompts, make_tracker, track_ours, track_upstream
 
 
-def tracker_for(args: argparse.Namespace):
-    """The tracker ``track_sam2.py`` measures as ``ours`` (drift recovery off), with random weights."""
+def tracker_for(args: argparse.Namespace, impl: str = "ours"):
+    """The tracker ``track_sam2.py`` measures as ``impl`` (drift recovery off), with random weights."""
     from napari_sbl.segment.sam2_tracker import tiny_test_overrides
 
-    return make_tracker({"model": args.model, "weights": "random", "device": args.device, "impl": "ours",
+    return make_tracker({"model": args.model, "weights": "random", "device": args.device, "impl": impl,
                          "encoder_batch": 8, "overrides": list(tiny_test_overrides()) if args.quick else []})
 
 
@@ -63,6 +66,59 @@ def torch_profile(impl: str, tracker, video) -> str:
     return table + "\n\nhost synchronisations and copies:\n" + "\n".join(lines)
 
 
+COMPONENTS = ("image_encoder", "memory_attention", "memory_encoder", "sam_mask_decoder", "sam_prompt_encoder")
+
+
+def labelled_components(predictor) -> list:
+    """Forward hooks that put each SAM2 component (and the memory attention's self- and
+    cross-attention) in a named profiler range; returns the hook handles."""
+    from torch.profiler import record_function
+
+    named = {name: getattr(predictor, name) for name in COMPONENTS}
+    for layer in predictor.memory_attention.layers:
+        named.setdefault("memory_attention.self_attn", []).append(layer.self_attn)
+        named.setdefault("memory_attention.cross_attn", []).append(layer.cross_attn_image)
+    open_ranges: dict[int, object] = {}
+    handles = []
+    for name, modules in named.items():
+        for module in modules if isinstance(modules, list) else [modules]:
+            def enter(module, args, name=name):
+                open_ranges[id(module)] = record_function(f"component:{name}").__enter__()
+
+            def leave(module, args, output):
+                open_ranges.pop(id(module)).__exit__(None, None, None)
+
+            handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    return handles
+
+
+def gpu_profile(args: argparse.Namespace, video) -> str:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    tracker = tracker_for(args, "ours-eager")
+    run_once("ours", tracker, SyntheticVideo(24, 480, 640))
+    handles = labelled_components(tracker.load())
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        run_once("ours", tracker, video)
+        if cuda:
+            torch.cuda.synchronize()
+    for handle in handles:
+        handle.remove()
+    events = prof.key_averages()
+    frames = video.n_frames
+    lines = [f"{args.model}: {frames} frames, ours without CUDA graphs; GPU ms per frame", "", "by component:"]
+    for event in sorted((e for e in events if e.key.startswith("component:")), key=lambda e: -e.device_time_total):
+        lines.append(f"  {event.key[10:]:32s} {event.device_time_total / 1e3 / frames:8.3f}  ({event.count} calls)")
+    kernels = [e for e in events if e.self_device_time_total > 0 and not e.key.startswith(("component:", "aten::"))]
+    total = sum(e.self_device_time_total for e in kernels)
+    lines += ["", f"all kernels: {total / 1e3 / frames:.3f} ms per frame", "", "costliest kernels:"]
+    for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]:
+        lines.append(f"  {event.self_device_time_total / 1e3 / frames:8.3f}  {event.count:6d}×  {event.key[:110]}")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
@@ -71,11 +127,17 @@ def main() -> None:
     parser.add_argument("--impls", nargs="+", default=["ours", "upstream-lazy"], choices=["ours", "upstream-lazy"])
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: shrunken model, 16 frames")
+    parser.add_argument("--gpu", action="store_true", help="GPU time by component and kernel (needs CUDA)")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.device = 16, "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
     video = SyntheticVideo(args.frames, 480, 640)
+    if args.gpu:
+        path = args.out / f"track_gpu_profile_{args.model}.txt"
+        path.write_text(gpu_profile(args, video))
+        print(path.read_text())
+        return
     for impl in args.impls:
         tracker = tracker_for(args)
         run_once(impl, tracker, SyntheticVideo(24, 480, 640))  # warm-up: kernels, allocator, caches

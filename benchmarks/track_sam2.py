@@ -12,6 +12,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-compiled``: ``ours`` with ``compile`` on (SAM2's VOS predictor, every component compiled);
 - ``ours-serial``: ``ours`` with the image encoder on the tracking stream (no overlap of the next
   batch's encoding with this batch's tracking);
+- ``ours-nosplit``: ``ours`` with the memory attention's keys in one part (PyTorch's attention as is);
+- ``ours-graphs-cudnn``: ``ours`` with cuDNN attention first (its host work replayed from the graphs);
 - ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
@@ -48,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("ours", "ours-serial", "ours-plain", "ours-compiled", "ours-recover", "ours-eager", "ours-cudnn",
+IMPLEMENTATIONS = ("ours", "ours-serial", "ours-nosplit", "ours-graphs-cudnn", "ours-plain", "ours-compiled",
+                   "ours-recover", "ours-eager", "ours-cudnn",
                    "upstream-lazy", "upstream-jpeg", "upstream-compiled")
 COMPILED = ("ours-compiled", "upstream-compiled")
 GIB = float(1 << 30)
@@ -227,7 +230,9 @@ def make_tracker(config: dict) -> object:
         compile=config["impl"] in COMPILED,
         bf16_weights=config["impl"].startswith("ours"),  # SAM2's predictor as its users run it: float32 weights
         drift=DriftParams(recover=config["impl"] == "ours-recover"),
-        attention_backends=() if config["impl"] == "ours-cudnn" else ("flash", "efficient", "math"),
+        attention_backends={"ours-cudnn": (), "ours-graphs-cudnn": ("cudnn", "math")}.get(
+            config["impl"], ("flash", "efficient", "math")),
+        split_kv_attention=config["impl"] not in ("ours-nosplit", "ours-graphs-cudnn"),
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
     )
