@@ -13,8 +13,7 @@
 #   embed-backbone  embed_backbone.py, bf16, fused attention, 32 clips
 #   embed-e2e       embed.py on the mouse video from its carried tracks, strides 1 and 2
 #   mlp             embed_mlp.py from .carry/fc1 (the fused fc1+GELU experiment)
-#   sam2-split      masks of `ours` against `ours-nosplit` (split-KV memory attention), tiny, 150 frames
-#   track-split     track_sam2.py, tiny and large: ours, ours-nosplit, ours-graphs-cudnn, upstream
+#   track-encoder   track_sam2.py, tiny and large: ours, ours-compiled-encoder, upstream
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 set -u
@@ -52,11 +51,9 @@ for name in "$@"; do
     mlp)
         step mlp 150 env PYTHONPATH=/tmp/site:$PWD/.carry/fc1/src python3 .carry/fc1/benchmarks/embed_mlp.py \
             --out "$OUT/embed_mlp.md" ;;
-    sam2-split)
-        step sam2-split 90 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours-nosplit ;;
-    track-split)
-        step track-split 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
-            --impls ours ours-nosplit ours-graphs-cudnn upstream-lazy --timeout 120 --out "$OUT/track_split.md" ;;
+    track-encoder)
+        step track-encoder 420 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
+            --impls ours ours-compiled-encoder upstream-lazy --timeout 240 --out "$OUT/track_encoder.md" ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \

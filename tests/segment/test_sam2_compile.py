@@ -26,7 +26,6 @@ import torch
 import os
 from napari_sbl.segment.prompts import AnimalPrompt, FramePrompts
 from napari_sbl.segment.sam2_tracker import Sam2Params, Sam2Tracker, tiny_test_overrides
-from napari_sbl.segment import sam2_features
 from napari_sbl.progress import silent
 
 class Discs:
@@ -41,31 +40,23 @@ class Discs:
         return image
 
 batches = []
-original = sam2_features.BackboneFeatureCache._encode
-def watched(self, frame_indices):
-    calls = []
-    forward = self.predictor.forward_image
-    def spy(batch):
-        calls.append(int(batch.shape[0]))
-        return forward(batch)
-    self.predictor.forward_image = spy
-    try:
-        original(self, frame_indices)
-    finally:
-        del self.predictor.forward_image
-    batches.extend(calls)
-sam2_features.BackboneFeatureCache._encode = watched
 
 video = Discs()
 prompt = FramePrompts(12, tuple(AnimalPrompt(i + 1, np.array([c]), np.array([1], np.int8))
                                 for i, c in enumerate(video.centres(12))))
 result = {}
-for compiled in (False, True):
+for compiled in (False, True, "encoder"):
     batches.clear()
     params = Sam2Params(weights="random", device="cpu", config_overrides=tiny_test_overrides(64),
-                        encoder_batch_frames=4, compile=compiled)
+                        encoder_batch_frames=4, compile=compiled is True,
+                        compile_image_encoder=compiled == "encoder")
     tracker = Sam2Tracker(params)
     predictor = tracker.load()
+    inner = predictor.forward_image  # every encoder call, ours and SAM2's own
+    def spy(batch, inner=inner):
+        batches.append(int(batch.shape[0]))
+        return inner(batch)
+    predictor.forward_image = spy
     labels = {f.frame_index: f.labels.tolist() for f in tracker.track(video, [prompt], 0, video.n_frames, silent())}
     result[str(compiled)] = {"class": type(predictor).__name__, "batches": sorted(set(batches)),
                              "frames": sorted(labels), "labels": labels}
@@ -73,18 +64,30 @@ print(json.dumps(result))
 """
 
 
-def test_compiled_predictor_gives_the_eager_masks_with_one_encoder_batch_shape():
+@pytest.fixture(scope="module")
+def compile_runs() -> dict:
     env = {**os.environ, "TORCHDYNAMO_DISABLE": "1"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    eager, compiled = result["False"], result["True"]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_compiled_predictor_gives_the_eager_masks_with_one_encoder_batch_shape(compile_runs):
+    eager, compiled = compile_runs["False"], compile_runs["True"]
     assert eager["class"] == "SAM2VideoPredictor"
     assert compiled["class"] == "CompiledVideoPredictor"
     assert compiled["frames"] == eager["frames"] == list(range(30))
     assert compiled["batches"] == [4]  # short batches at the ends of each pass are padded
     assert len(eager["batches"]) > 1  # the eager path encodes short batches as they come
     assert compiled["labels"] == eager["labels"]
+
+
+def test_compiled_image_encoder_sees_one_batch_shape_and_gives_the_eager_masks(compile_runs):
+    eager, encoder = compile_runs["False"], compile_runs["encoder"]
+    assert encoder["class"] == "SAM2VideoPredictor"  # only the image encoder is compiled
+    assert encoder["batches"] == [4]  # the prompted frame too, padded like the rest
+    assert encoder["frames"] == eager["frames"]
+    assert encoder["labels"] == eager["labels"]
 
 
 

@@ -64,7 +64,7 @@ class TrackRun:
         # tracking before encoding: the tracker's small kernels wait on the frame; the encoder works ahead
         self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
-                                             fixed_batch=params.compile,
+                                             fixed_batch=params.compile or params.compile_image_encoder,
                                              stream=torch.cuda.Stream(self.device) if overlap else None)
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
@@ -94,6 +94,8 @@ class TrackRun:
         for animal_id in self.animal_ids:  # SAM2 numbers objects as it meets them: ascending ids
             self.predictor._obj_id_to_idx(self.state, animal_id)
         with self.compute():
+            for frame_index in sorted({fp.frame_index for fp in prompts}):
+                self.features.ensure(frame_index)  # our batch shape, not SAM2's single frame
             for fp in prompts:
                 for animal in fp.animals:
                     self.predictor.add_new_points_or_box(

@@ -70,8 +70,10 @@ class Sam2Params:
     sizes). ``cuda_graphs`` replays the per-frame modules from CUDA graphs (:mod:`.sam2_graphs`).
     ``encoder_overlap`` (CUDA only) encodes the next batch of frames on a second stream while the
     current batch is tracked on a high-priority one (:mod:`.sam2_features`).
-    ``split_kv_attention`` splits the memory attention's keys so its single head fills the GPU
-    (:mod:`.sam2_attention`; PyTorch's attention unchanged off CUDA).
+    ``compile_image_encoder`` compiles only the image encoder (``torch.compile``, default mode, one
+    padded batch shape, prompted frames included): its layer norms, dtype casts, window permutes
+    and GELUs are separate memory-bound kernels in eager PyTorch, most of Hiera-L's time on a GPU.
+    Compiling costs about a minute on first use (cached by PyTorch after that).
     """
 
     model: str = "tiny"
@@ -90,7 +92,7 @@ class Sam2Params:
     attention_backends: tuple[str, ...] = ("flash", "efficient", "math")
     cuda_graphs: bool = True
     encoder_overlap: bool = True
-    split_kv_attention: bool = True
+    compile_image_encoder: bool = False
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -351,10 +353,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
             ) from err
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
-    if params.split_kv_attention and not params.compile:
-        from napari_sbl.segment.sam2_attention import use_split_kv_attention
-
-        use_split_kv_attention(predictor)
+    if params.compile_image_encoder and not params.compile:
+        predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
