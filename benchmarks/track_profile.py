@@ -109,8 +109,14 @@ def gpu_profile(args: argparse.Namespace, video) -> str:
     events = prof.key_averages()
     frames = video.n_frames
     lines = [f"{args.model}: {frames} frames, ours without CUDA graphs; GPU ms per frame", "", "by component:"]
-    for event in sorted((e for e in events if e.key.startswith("component:")), key=lambda e: -e.device_time_total):
-        lines.append(f"  {event.key[10:]:32s} {event.device_time_total / 1e3 / frames:8.3f}  ({event.count} calls)")
+    # each range is listed twice: as a host range, whose device time over-counts (17 ms of a tiny frame's 12 ms
+    # of kernels on the H100), and as the GPU annotation, whose time is the range's kernels; keep the smaller
+    ranges: dict[str, tuple[float, int]] = {}
+    for event in (e for e in events if e.key.startswith("component:")):
+        name, ms = event.key[10:], event.device_time_total / 1e3 / frames
+        ranges[name] = min(ranges.get(name, (ms, event.count)), (ms, event.count))
+    for name, (ms, count) in sorted(ranges.items(), key=lambda item: -item[1][0]):
+        lines.append(f"  {name:32s} {ms:8.3f}  ({count} calls)")
     kernels = [e for e in events if e.self_device_time_total > 0 and not e.key.startswith(("component:", "aten::"))]
     total = sum(e.self_device_time_total for e in kernels)
     lines += ["", f"all kernels: {total / 1e3 / frames:.3f} ms per frame", "", "costliest kernels:"]

@@ -91,14 +91,31 @@ def test_compiled_image_encoder_sees_one_batch_shape_and_gives_the_eager_masks(c
 
 
 
-@pytest.mark.parametrize(("extra", "compiled", "recover"), [
-    ({}, False, True),
-    ({"compile": True}, True, True),
-    ({"compile": True, "drift": {"recover": False}}, True, False),
+@pytest.mark.parametrize(("extra", "compiled", "recover", "encoder"), [
+    ({}, False, True, False),
+    ({"compile": True}, True, True, False),
+    ({"compile": True, "drift": {"recover": False}}, True, False, False),
+    ({"compile_image_encoder": True}, False, True, True),
 ])
-def test_track_params_extra_reaches_the_sam2_tracker(extra, compiled, recover):
+def test_track_params_extra_reaches_the_sam2_tracker(extra, compiled, recover, encoder):
     from napari_sbl.segment.backends import TrackParams, make_tracker
 
     tracker = make_tracker(TrackParams(backend="sam2", weights="random", extra=extra))
     assert tracker.params.compile is compiled
     assert tracker.params.drift.recover is recover
+    assert tracker.params.compile_image_encoder is encoder
+
+
+@pytest.mark.parametrize(("flags", "extra"), [
+    ([], {}),
+    (["--compile-encoder"], {"compile_image_encoder": True}),
+    (["--no-drift-recovery", "--compile-encoder"], {"drift": {"recover": False}, "compile_image_encoder": True}),
+])
+def test_segment_command_sam2_switches(flags, extra):
+    import argparse
+
+    from napari_sbl.cli.segment_cmd import add_arguments, sam2_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert sam2_options(parser.parse_args(["video.mp4", *flags])) == extra

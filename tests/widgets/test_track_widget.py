@@ -132,6 +132,9 @@ def test_sam2_without_weights_says_where_to_put_them(qtbot, viewer_with_track_wi
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     viewer, widget, truth = viewer_with_track_widget
     widget.backend_box.setCurrentText("sam2")
+    widget.compile_check.setChecked(True)
+    assert widget.params().extra == {"compile_image_encoder": True}
+    widget.compile_check.setChecked(False)
     widget.drift_check.setChecked(False)
     assert widget.params().extra == {"drift": {"recover": False}}
     click(widget, 0, 20, 30, 1)

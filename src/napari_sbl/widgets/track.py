@@ -60,6 +60,7 @@ class TrackWidget(QWidget):
         self.checkpoint_edit.setPlaceholderText("SAM2 checkpoint .pt (empty: weights cache / download)")
         self.drift_check = QCheckBox("SAM2: re-prompt animals whose mask jumps or vanishes")
         self.drift_check.setChecked(True)
+        self.compile_check = QCheckBox("SAM2 on a GPU: compile the image encoder (faster on long videos; 1-2 min once)")
         self.animal_spin = QSpinBox()
         self.animal_spin.setRange(1, 999)
         self.animal_spin.valueChanged.connect(self._update_point_defaults)
@@ -75,6 +76,7 @@ class TrackWidget(QWidget):
         form.addRow("SAM2 model", self.model_box)
         form.addRow("Checkpoint", self.checkpoint_edit)
         form.addRow("", self.drift_check)
+        form.addRow("", self.compile_check)
         form.addRow("Animal id", self.animal_spin)
         form.addRow("", self.negative_check)
         form.addRow("Animals (no prompts)", self.count_spin)
@@ -197,6 +199,8 @@ class TrackWidget(QWidget):
     def params(self) -> TrackParams:
         stop = self.stop_spin.value() or None
         extra = {} if self.drift_check.isChecked() else {"drift": {"recover": False}}
+        if self.compile_check.isChecked():
+            extra["compile_image_encoder"] = True
         return TrackParams(backend=self.backend_box.currentText(), model=self.model_box.currentText(),
                            checkpoint=self.checkpoint_edit.text().strip() or None,
                            n_animals=self.count_spin.value() or None, start=self.start_spin.value(), stop=stop,
