@@ -14,6 +14,8 @@
 #   embed-e2e       embed.py on the mouse video from its carried tracks, strides 1 and 2
 #   mlp             embed_mlp.py from .carry/fc1 (the fused fc1+GELU experiment)
 #   track-encoder   track_sam2.py, tiny and large: ours, ours-compiled-encoder, upstream
+#   embed-long      embed.py on the mouse video four times over (9,320 frames), tracks carried in
+#                   .carry/mouse_long.tar.xz: the whole-run rate on a longer recording
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 set -u
@@ -48,6 +50,11 @@ for name in "$@"; do
         step embed-e2e 150 python3 benchmarks/embed.py --video "$MOUSE" \
             --tracked-store /tmp/mt/mouse_openfield_dlc.sbl.zarr --paths bf16-device --strides 1 2 \
             --seed-clips 0 --no-stages --out "$OUT/embed.md" ;;
+    embed-long)
+        mkdir -p /tmp/ml && tar -xJf .carry/mouse_long.tar.xz -C /tmp/ml
+        step embed-long 300 python3 benchmarks/embed.py --video /tmp/ml/mouse_long.mp4 \
+            --tracked-store /tmp/ml/mouse_long.sbl.zarr --paths bf16-device --strides 1 2 \
+            --seed-clips 0 --no-stages --out "$OUT/embed_long.md" ;;
     mlp)
         step mlp 150 env PYTHONPATH=/tmp/site:$PWD/.carry/fc1/src python3 .carry/fc1/benchmarks/embed_mlp.py \
             --out "$OUT/embed_mlp.md" ;;
