@@ -24,9 +24,11 @@ class BackboneFeatureCache:
     ``fixed_batch`` pads short batches (a pass's last frames) by repeating the last frame, so a
     compiled encoder sees one shape and never recompiles mid-video.
 
-    With a CUDA ``stream``, batches are encoded there, one batch ahead of the frame being tracked:
-    the per-frame tracking kernels are small and leave most of the GPU idle, which the encoder's
-    large matmuls fill. The tracking stream waits on an event per batch, never on the host.
+    With a CUDA ``stream``, batches are encoded there, one batch ahead of the frame being tracked, so
+    the encoder can fill what the small per-frame tracking kernels leave of the GPU. The tracking
+    stream waits on an event per batch, never on the host. On an H100 this measured within noise of
+    the serial order (large +3.5 %, tiny -3 %; benchmarks/results/track.md): once tracking replays
+    from CUDA graphs, its kernels leave little of the GPU idle.
     """
 
     def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int,
