@@ -155,10 +155,10 @@ def run_ours(video, store, args: argparse.Namespace, registration, backbones: di
             encoder = VideoPrismClipEncoder(params, backbones[dtype], crops_on_device=on_device)
             encoder.prepare(None)
         run_step(video, store, params, encoder)  # compiles every shape this plan makes
-        clips, seconds, steady = run_step(video, store, params, encoder)
-        rows.append((name, crops, dtype or "–", args.batch_size, clips, seconds, steady))
+        clips, seconds, steady, timeline = run_step(video, store, params, encoder)
+        rows.append((name, crops, dtype or "–", args.batch_size, clips, seconds, steady, timeline))
         print(f"{name:>10} {crops:>6} crops (stride {stride}): {clips} clips in {seconds:.2f} s, "
-              f"{steady:.1f} clips/s after the first block", flush=True)
+              f"{steady:.1f} clips/s after the first block; {format_timeline(timeline)}", flush=True)
     return rows
 
 
@@ -207,8 +207,16 @@ def markdown(stride: int, rows: list[tuple]) -> list[str]:
     lines += [f"| {name} | {crops} | {dtype} | {batch} | {n} | {sec:.2f} | {n / sec:.1f} | "
               f"{f'{steady:.1f}' if np.isfinite(steady) else '–'} | "
               f"{f'{n / sec / seed_rate:.1f}' if np.isfinite(seed_rate) else '–'} |"
-              for name, crops, dtype, batch, n, sec, steady in rows]
+              for name, crops, dtype, batch, n, sec, steady, *_ in rows]
+    timed = [(row[0], row[1], row[7]) for row in rows if len(row) > 7 and row[7]]
+    if timed:
+        lines += ["", "where each whole run went (seconds):", ""]
+        lines += [f"- {name}, {crops} crops: {format_timeline(timeline)}" for name, crops, timeline in timed]
     return lines
+
+
+def format_timeline(timeline: dict[str, float]) -> str:
+    return ", ".join(f"{part} {seconds:.2f}" for part, seconds in timeline.items()) or "no timeline"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,14 +95,26 @@ class ClipClock:
         return (written[-1][1] - written[0][1]) / (written[-1][0] - written[0][0])
 
 
-def run_step(video, store, params, encoder) -> tuple[int, float, float]:
-    """(clips, seconds, steady clips/s) of one run of the embedding step over the whole plan."""
+    def timeline(self, began: float, ended: float) -> dict[str, float]:
+        """Seconds of a run spent before its blocks (masks, plan, store), until the first block was written,
+        from the first block to the last, and after the last (final writes)."""
+        if not self.marks:
+            return {}
+        written = [t for t, n in self.marks if n > 0] or [self.marks[-1][0]]
+        first_mark = self.marks[0][0]
+        return {"before blocks": first_mark - began, "first block": written[0] - first_mark,
+                "blocks": written[-1] - written[0], "after last block": ended - written[-1]}
+
+
+def run_step(video, store, params, encoder) -> tuple[int, float, float, dict[str, float]]:
+    """(clips, seconds, steady clips/s, timeline) of one run of the embedding step over the whole plan."""
     from napari_sbl.embed.run import embed_video
     from napari_sbl.progress import Reporter
 
     clock = ClipClock()
+    began = time.perf_counter()
     summary = embed_video(video, store, params, Reporter(listener=clock), encoder=encoder, overwrite=True)
-    return summary.n_clips, summary.seconds, clock.steady_rate()
+    return summary.n_clips, summary.seconds, clock.steady_rate(), clock.timeline(began, time.perf_counter())
 
 
 def stage_times(video, store, params, workers: int) -> list[str]:
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, encoder in (("input-only, host crops", NullEncoder(registration)),
                               ("input-only, device crops" + ("" if args.cut_on_device else " (not cut)"),
                                NullEncoder(registration, on_device=True, cut=args.cut_on_device))):
-            clips, seconds, steady = run_step(video, store, params, encoder)
+            clips, seconds, steady, _ = run_step(video, store, params, encoder)
             lines.append(f"| {name} | {clips} | {seconds:.2f} | {clips / seconds:.1f} | {steady:.1f} |")
         print("\n".join(lines + stage_times(video, store, params, args.workers)))
     finally:
