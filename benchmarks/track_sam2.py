@@ -13,6 +13,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-serial``: ``ours`` with the image encoder on the tracking stream (no overlap of the next
   batch's encoding with this batch's tracking);
 - ``ours-compiled-encoder``: ``ours`` with the image encoder through ``torch.compile`` (default mode);
+- ``ours-compiled-frames``: ``ours`` with the per-frame modules through ``torch.compile`` under our CUDA graphs;
+- ``ours-compiled-all``: both;
 - ``ours-graphs-cudnn``: ``ours`` with cuDNN attention first (its host work replayed from the graphs);
 - ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
@@ -50,10 +52,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-IMPLEMENTATIONS = ("ours", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn", "ours-plain", "ours-compiled",
+IMPLEMENTATIONS = ("ours", "ours-serial", "ours-compiled-encoder", "ours-compiled-frames", "ours-compiled-all",
+                   "ours-graphs-cudnn", "ours-plain", "ours-compiled",
                    "ours-recover", "ours-eager", "ours-cudnn", "upstream-lazy", "upstream-jpeg", "upstream-compiled")
 COMPILED = ("ours-compiled", "upstream-compiled")
-LONG_WARM_UP = (*COMPILED, "ours-compiled-encoder")
+LONG_WARM_UP = (*COMPILED, "ours-compiled-encoder", "ours-compiled-frames", "ours-compiled-all")
 GIB = float(1 << 30)
 
 
@@ -228,7 +231,8 @@ def make_tracker(config: dict) -> object:
         batch_animals=not plain,
         read_ahead_frames=0 if plain else 16,
         compile=config["impl"] in COMPILED,
-        compile_image_encoder=config["impl"] == "ours-compiled-encoder",
+        compile_image_encoder=config["impl"] in ("ours-compiled-encoder", "ours-compiled-all"),
+        compile_frame_modules=config["impl"] in ("ours-compiled-frames", "ours-compiled-all"),
         bf16_weights=config["impl"].startswith("ours"),  # SAM2's predictor as its users run it: float32 weights
         drift=DriftParams(recover=config["impl"] == "ours-recover"),
         attention_backends={"ours-cudnn": (), "ours-graphs-cudnn": ("cudnn", "math")}.get(

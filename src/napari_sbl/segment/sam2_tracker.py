@@ -74,6 +74,9 @@ class Sam2Params:
     padded batch shape, prompted frames included): its layer norms, dtype casts, window permutes
     and GELUs are separate memory-bound kernels in eager PyTorch, most of Hiera-L's time on a GPU.
     Compiling costs about a minute on first use (cached by PyTorch after that).
+    ``compile_frame_modules`` compiles the per-frame modules (memory attention, memory encoder, mask
+    decoder; shapes that change over a pass's first frames become dynamic) so their many small
+    memory-bound kernels fuse; the CUDA graphs then replay the compiled kernels. Experimental.
     """
 
     model: str = "tiny"
@@ -93,6 +96,7 @@ class Sam2Params:
     cuda_graphs: bool = True
     encoder_overlap: bool = True
     compile_image_encoder: bool = False
+    compile_frame_modules: bool = False
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -324,6 +328,9 @@ def check_request(frames: FrameSource, prompts: Sequence[FramePrompts], start: i
     validate_prompts(prompts, frames.n_frames, frames.height, frames.width)
 
 
+FRAME_MODULES = ("memory_attention", "memory_encoder", "sam_mask_decoder")  # run once per tracked frame
+
+
 def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.device) -> Any:
     """Build a ``SAM2VideoPredictor`` (random init when ``checkpoint`` is None) on ``device``."""
     import torch
@@ -355,6 +362,10 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         store_autocast_weights(predictor, torch.bfloat16)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
+    if params.compile_frame_modules and not params.compile:
+        for name in FRAME_MODULES:
+            module = getattr(predictor, name)
+            module.forward = torch.compile(module.forward, dynamic=None)  # dynamic once a shape changes
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
