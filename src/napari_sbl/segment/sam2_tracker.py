@@ -76,7 +76,8 @@ class Sam2Params:
     Compiling costs about a minute on first use (cached by PyTorch after that).
     ``compile_frame_modules`` compiles the per-frame modules (memory attention, memory encoder, mask
     decoder; shapes that change over a pass's first frames become dynamic) so their many small
-    memory-bound kernels fuse; the CUDA graphs then replay the compiled kernels. Experimental.
+    memory-bound kernels fuse (rotary encoding in real arithmetic, :mod:`.sam2_rope`, which Inductor
+    compiles); the CUDA graphs then replay the compiled kernels. Experimental: not yet measured on a GPU.
     """
 
     model: str = "tiny"
@@ -363,6 +364,9 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.compile_frame_modules and not params.compile:
+        from napari_sbl.segment.sam2_rope import use_real_rope
+
+        use_real_rope(predictor)  # complex arithmetic would split the compiled kernels
         for name in FRAME_MODULES:
             module = getattr(predictor, name)
             module.forward = torch.compile(module.forward, dynamic=None)  # dynamic once a shape changes
