@@ -5,7 +5,7 @@ SAM2 ships ``SAM2VideoPredictorVOS``: the same predictor with its component outp
 It compiles with ``max-autotune``, whose kernel search took over seven minutes for the tiny model on
 an H100. This subclass keeps the cloning and compiles with ``reduce-overhead`` instead: CUDA graphs
 (the per-frame work is launch-bound) without the search. Hydra builds it from
-:func:`napari_sbl.segment.sam2_tracker.build_predictor` when ``Sam2Params.compile`` is on; this
+:func:`napari_sbl.segment.sam2_build.build_predictor` when ``Sam2Params.compile`` is on; this
 module imports torch and sam2, so nothing else imports it.
 """
 

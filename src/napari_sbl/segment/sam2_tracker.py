@@ -18,13 +18,12 @@ Importing this module is cheap; torch and sam2 load when a predictor is built.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_sbl.errors import NotAvailableError, PromptError, SblError
+from napari_sbl.errors import NotAvailableError, PromptError
 from napari_sbl.progress import Reporter
 from napari_sbl.segment.drift import DriftParams, RecoveryRecord, recovery_counts
 from napari_sbl.segment.prompts import FramePrompts, animal_ids, merge_prompts, validate_prompts
@@ -33,7 +32,6 @@ from napari_sbl.segment.tracker import FrameSource, TrackedFrame
 if TYPE_CHECKING:
     import torch
 
-logger = logging.getLogger(__name__)
 
 MODEL_CONFIGS = {
     "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -63,7 +61,7 @@ class Sam2Params:
     graphs (:mod:`.sam2_compiled`), the encoder batch padded to one shape. Experimental: on an
     H100 it compiled in ~75 s and then ran no faster than eager (benchmarks/results/track.md), so
     neither the CLI nor the dock offers it; benchmarks use it. ``bf16_weights`` stores the weights
-    of linear and convolution layers in bf16 once (see :func:`store_autocast_weights`).
+    of linear and convolution layers in bf16 once (see :func:`.sam2_build.store_autocast_weights`).
     ``attention_backends`` limits PyTorch's fused attention to these backends ('flash',
     'efficient', 'cudnn', 'math'; empty leaves the choice to PyTorch): on an H100, keeping SAM2's
     attention off cuDNN made tracking 15-20 % faster (cuDNN's per-call host work dominates at these
@@ -230,6 +228,8 @@ class Sam2Tracker:
         """Build the predictor (downloading weights if allowed) unless already built; return it."""
         if self._predictor is None:
             self._checkpoint = self._resolve_checkpoint(reporter)
+            from napari_sbl.segment.sam2_build import build_predictor
+
             self._predictor = build_predictor(self.params, self._checkpoint, self.device)
         return self._predictor
 
@@ -327,89 +327,3 @@ def check_request(frames: FrameSource, prompts: Sequence[FramePrompts], start: i
     if not any(fp.animals for fp in prompts):
         raise PromptError("SAM2 needs at least one prompt: click on each animal on some frame")
     validate_prompts(prompts, frames.n_frames, frames.height, frames.width)
-
-
-FRAME_MODULES = ("memory_attention", "memory_encoder", "sam_mask_decoder")  # run once per tracked frame
-
-
-def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.device) -> Any:
-    """Build a ``SAM2VideoPredictor`` (random init when ``checkpoint`` is None) on ``device``."""
-    import torch
-    from sam2.build_sam import build_sam2_video_predictor
-
-    if checkpoint is None:
-        logger.warning(
-            "SAM2 %s is built with RANDOM WEIGHTS: its masks are meaningless. Use this only for tests "
-            "and benchmarks; pass weights='pretrained' to track animals.",
-            params.weight_name,
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(params.seed)
-        try:
-            predictor = build_sam2_video_predictor(
-                params.config_name,
-                str(checkpoint) if checkpoint else None,
-                device=str(device),
-                hydra_overrides_extra=[*_compiled_target(params), *params.config_overrides],
-            )
-        except RuntimeError as err:
-            if checkpoint is None or (str(err) and "state_dict" not in str(err)):
-                raise
-            raise SblError(
-                f"{checkpoint} does not fit the SAM2.1 {params.model} model (its weights have other names "
-                f"or shapes); pass the checkpoint of {params.weight_name}.pt or choose the matching model"
-            ) from err
-    if params.bf16_weights:
-        store_autocast_weights(predictor, torch.bfloat16)
-    if params.compile_image_encoder and not params.compile:
-        predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
-    if params.compile_frame_modules and not params.compile:
-        from napari_sbl.segment.sam2_rope import use_real_rope
-
-        use_real_rope(predictor)  # complex arithmetic would split the compiled kernels
-        for name in FRAME_MODULES:
-            module = getattr(predictor, name)
-            module.forward = torch.compile(module.forward, dynamic=None)  # dynamic once a shape changes
-    if params.cuda_graphs and device.type == "cuda" and not params.compile:
-        from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
-
-        graph_per_frame_modules(predictor)
-    if predictor.fill_hole_area > 0 and not _hole_filling_available(device):
-        # Without sam2's CUDA extension SAM2 skips hole filling anyway, after a failed import and a
-        # warning on every frame; switching it off gives the same masks without that cost.
-        predictor.fill_hole_area = 0
-    return predictor
-
-
-def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
-    """Cast the weights of linear and convolution layers to ``dtype``; returns how many layers.
-
-    Autocast computes these layers in ``dtype`` anyway, casting their float32 weights on every call
-    and caching the casts only until its context closes, which the tracker does after every frame
-    (so no caller code runs under it): ~100 weight casts per frame. Stored in ``dtype``, the same
-    matmuls run with nothing to cast. The layers then need autocast (or ``dtype`` inputs), which
-    every tracker call has.
-    """
-    import torch
-
-    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
-    layers = [module for module in model.modules() if isinstance(module, kinds)]
-    for layer in layers:
-        layer.to(dtype)
-    return len(layers)
-
-
-def _compiled_target(params: Sam2Params) -> list[str]:
-    if not params.compile:
-        return []
-    return ["++model._target_=napari_sbl.segment.sam2_compiled.CompiledVideoPredictor"]
-
-
-def _hole_filling_available(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return True
