@@ -236,6 +236,24 @@ def prune_state(state: dict, keep: FramesRead) -> None:
             del tracked[frame_index]
 
 
+def untouched(state: dict, frame_index: int) -> bool:
+    """Whether no object or group holds any output or tracked mark for ``frame_index``: tracking it
+    can then be undone exactly by :func:`forget_frame`."""
+    if any(frame_index in tracked for tracked in state["frames_tracked_per_obj"].values()):
+        return False
+    return not any(frame_index in d["non_cond_frame_outputs"] or frame_index in d["cond_frame_outputs"]
+                   for d in _output_dicts(state))
+
+
+def forget_frame(state: dict, frame_index: int) -> None:
+    """Undo tracking ``frame_index`` (its non-conditioning outputs and tracked marks), which was
+    :func:`untouched` before; regrouping since then is covered, as every output dict is searched."""
+    for output_dict in _output_dicts(state):
+        output_dict["non_cond_frame_outputs"].pop(frame_index, None)
+    for tracked in state["frames_tracked_per_obj"].values():
+        tracked.pop(frame_index, None)
+
+
 @dataclass(frozen=True)
 class HeldFrames:
     """How much tracking state a SAM2 inference state holds right now (maxima over objects)."""

@@ -26,14 +26,17 @@ from napari_sbl.segment.prompts import FramePrompts, animal_ids
 from napari_sbl.segment.sam2_features import BackboneFeatureCache
 from napari_sbl.segment.sam2_frames import LabelDownload, LazySam2Images
 from napari_sbl.segment.sam2_memory import (
+    FramesRead,
     MemoryWindow,
     TrackPass,
+    forget_frame,
     group_animals,
     held_frames,
     mark_tracked,
     new_inference_state,
     prune_state,
     record_output,
+    untouched,
 )
 from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert
 from napari_sbl.segment.sam2_tracker import ATTENTION_BACKENDS, Sam2Params, Sam2TrackedFrame, TrackStats
@@ -48,6 +51,17 @@ class PendingFrame:
     prompted: frozenset[int]
     download: LabelDownload | None = None
     frame: Sam2TrackedFrame | None = None
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A frame whose tracking is queued: mask logits per object (on the device), the animals prompted
+    on it, and its labels on their way to the host (None when nobody will read them)."""
+
+    frame_index: int
+    rows: list[Any]
+    prompted: frozenset[int]
+    download: LabelDownload | None
 
 
 class TrackRun:
@@ -123,12 +137,18 @@ class TrackRun:
         else:
             self.monitor = DriftMonitor(self.params.drift, self.animal_ids, self.frame_shape)
         pending: PendingFrame | None = None
-        for frame_index in track_pass.order:
+        ahead: Launched | None = None  # the next frame, tracked before this one's drift check
+        order = track_pass.order
+        for position, frame_index in enumerate(order):
             reporter.check()
             wanted = start <= frame_index < stop
+            following = order[position + 1] if position + 1 < len(order) else None
             with self.compute():
-                tracked = self.track_frame(frame_index, track_pass.reverse, wanted)
-            self.prune(frame_index, track_pass)
+                if self.speculate:
+                    tracked, ahead = self.track_frame_ahead(frame_index, following, track_pass.reverse, wanted, ahead)
+                else:
+                    tracked = self.track_frame(frame_index, track_pass.reverse, wanted)
+            self.prune(frame_index, track_pass, ahead.frame_index if ahead is not None else None)
             reporter.advance()
             self.stats.count_frame(track_pass.reverse)
             if tracked is not None:
@@ -140,18 +160,62 @@ class TrackRun:
         if self.recovery_frames.demote_all(self.state):
             self.groups = regroup(self.state, self.params.batch_animals)
 
+    @property
+    def speculate(self) -> bool:
+        """Whether the next frame is tracked before this one's drift check (the check needs this
+        frame's masks on the host; waiting for them idles a GPU)."""
+        return self.params.drift.recover and self.params.track_ahead
+
     def track_frame(self, frame_index: int, reverse: bool, wanted: bool = True) -> PendingFrame | None:
         """Track all animals on one frame, recovering drifted ones; the frame to deliver if ``wanted``."""
+        recover = self.params.drift.recover
+        launched = self._launch(frame_index, reverse, download=recover or wanted)
+        if not recover:
+            self.features.release(frame_index)
+            return PendingFrame(frame_index, launched.prompted, launched.download) if wanted else None
+        return self._finish(launched, reverse, wanted)[0]
+
+    def track_frame_ahead(self, frame_index: int, following: int | None, reverse: bool, wanted: bool,
+                          ahead: Launched | None) -> tuple[PendingFrame | None, Launched | None]:
+        """:meth:`track_frame` with recovery, the ``following`` frame tracked before this one's masks are
+        checked; undone (and tracked again next time) if this frame's check re-prompts an animal.
+        Returns this frame to deliver and the following frame as tracked ahead, or None."""
+        if ahead is not None and ahead.frame_index != frame_index:
+            forget_frame(self.state, ahead.frame_index)
+            ahead = None
+        launched = ahead or self._launch(frame_index, reverse)
+        next_launch = None
+        if following is not None and self._can_track_ahead(following):
+            next_launch = self._launch(following, reverse)
+            self.stats.frames_tracked_ahead += 1
+        tracked, recovered = self._finish(launched, reverse, wanted)
+        if recovered and next_launch is not None:  # it tracked from the memory before the recovery
+            forget_frame(self.state, next_launch.frame_index)
+            self.stats.frames_undone += 1
+            next_launch = None
+        return tracked, next_launch
+
+    def _can_track_ahead(self, frame_index: int) -> bool:
+        """Only frames whose tracking can be undone exactly, and before which nothing is demoted (a
+        demotion before this frame's re-prompting would change what the re-prompt reads)."""
+        age = self.params.drift.max_recovery_cond_age
+        return untouched(self.state, frame_index) and not self.recovery_frames.would_demote(frame_index, age)
+
+    def _launch(self, frame_index: int, reverse: bool, download: bool = True) -> Launched:
+        """Queue one frame's tracking (all animals); its masks stay on the device, copied to the host
+        in the background if ``download``."""
         if self.recovery_frames.demote_older_than(self.state, frame_index, self.params.drift.max_recovery_cond_age):
             self.groups = regroup(self.state, self.params.batch_animals)
         rows = self._track_animals(frame_index, reverse)
         prompted = frozenset(i for i, frames in self.prompt_frames.items() if frame_index in frames)
-        if not self.params.drift.recover:
-            self.features.release(frame_index)
-            if not wanted:
-                return None
-            return PendingFrame(frame_index, prompted, self._download(frame_index, rows))
-        measured, observations = self._observed(frame_index, rows)
+        return Launched(frame_index, rows, prompted, self._download(frame_index, rows) if download else None)
+
+    def _finish(self, launched: Launched, reverse: bool, wanted: bool) -> tuple[PendingFrame | None, bool]:
+        """Check a launched frame's masks, re-prompt drifted animals, commit its quality; returns the frame
+        to deliver and whether any animal was re-prompted."""
+        frame_index, rows, prompted = launched.frame_index, launched.rows, launched.prompted
+        measured = launched.download.result()
+        observations = observations_from(measured.measurements)
         attempts: dict[int, bool] = {}
         requests = self.monitor.assess(observations, prompted)
         if requests:
@@ -159,11 +223,14 @@ class TrackRun:
         self.features.release(frame_index)
         quality = self._commit(frame_index, observations, measured.labels, prompted, attempts)
         frame = Sam2TrackedFrame(frame_index, measured.labels, quality, measurements=measured.measurements)
-        return PendingFrame(frame_index, prompted, frame=frame) if wanted else None
+        return (PendingFrame(frame_index, prompted, frame=frame) if wanted else None), bool(requests)
 
-    def prune(self, frame_index: int, track_pass: TrackPass) -> None:
+    def prune(self, frame_index: int, track_pass: TrackPass, tracked_ahead: int | None = None) -> None:
         next_frame = frame_index - 1 if track_pass.reverse else frame_index + 1
-        prune_state(self.state, self.window.frames_read_by(next_frame, track_pass.reverse) | track_pass.keep_for_later)
+        keep = self.window.frames_read_by(next_frame, track_pass.reverse) | track_pass.keep_for_later
+        if tracked_ahead is not None:  # tracked before its turn: its output stays
+            keep = keep | FramesRead(frozenset({tracked_ahead}), frozenset({tracked_ahead}))
+        prune_state(self.state, keep)
         held = held_frames(self.state, with_bytes=False)
         stats = self.stats
         stats.peak_non_cond_outputs = max(stats.peak_non_cond_outputs, held.non_cond_outputs)

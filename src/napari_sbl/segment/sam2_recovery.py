@@ -123,6 +123,10 @@ class RecoveryFrames:
                 changed = True
         return changed
 
+    def would_demote(self, frame_index: int, age: int) -> bool:
+        """Whether :meth:`demote_older_than` would demote anything at ``frame_index``."""
+        return any(frames and abs(frame_index - frames[0]) > age for frames in self.frames.values())
+
     def demote_all(self, state: dict) -> bool:
         """End of a pass: its recovery frames anchored that direction only."""
         return self.demote_beyond(state, 0)

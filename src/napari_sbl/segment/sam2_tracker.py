@@ -76,6 +76,9 @@ class Sam2Params:
     decoder; shapes that change over a pass's first frames become dynamic) so their many small
     memory-bound kernels fuse (rotary encoding in real arithmetic, :mod:`.sam2_rope`, which Inductor
     compiles); the CUDA graphs then replay the compiled kernels. Experimental: not yet measured on a GPU.
+    ``track_ahead`` (with recovery on) tracks the next frame while this frame's masks travel to the
+    host for the drift check, and undoes it when the check re-prompts an animal (on a GPU, waiting
+    for the masks idles it). Same masks as waiting (tested); off until its speed is measured.
     """
 
     model: str = "tiny"
@@ -96,6 +99,7 @@ class Sam2Params:
     encoder_overlap: bool = True
     compile_image_encoder: bool = False
     compile_frame_modules: bool = False
+    track_ahead: bool = False
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -179,6 +183,8 @@ class TrackStats:
     peak_buffered_frames: int = 0
     peak_cond_outputs: int = 0
     peak_recovery_cond_frames: int = 0
+    frames_tracked_ahead: int = 0
+    frames_undone: int = 0
     animal_ids: list[int] = field(default_factory=list)
     recoveries: list[RecoveryRecord] = field(default_factory=list)
 
