@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# compiled JAX programs of test runs stay out of the user's cache (tests/embed/test_jax_setup.py turns it on)
+os.environ.setdefault("NAPARI_SBL_JAX_CACHE", "off")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 BUNDLED_VIDEOS = REPO / "src" / "napari_sbl" / "samples" / "data"

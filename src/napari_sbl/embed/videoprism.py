@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_sbl.embed import checkpoint as ckpt
 from napari_sbl.embed.attention import ATTENTION_CHOICES, resolve_attention
+from napari_sbl.embed.jax_setup import prepare_jax
 from napari_sbl.embed.videoprism_model import (
     PUBLISHED_CONFIGS,
     FactorizedEncoder,
@@ -177,6 +178,7 @@ def load_encoder(
     ``attention`` ('auto', 'xla', 'fused'; None: ``$NAPARI_SBL_ATTENTION``, else 'auto') is the
     attention implementation of both stacks; it does not change the weights.
     """
+    prepare_jax()
     config = VideoPrismConfig.named(model)
     dtype = ckpt.canonical_dtype(dtype)
     attention = resolve_attention(attention)  # refuse a bad choice before reading weights

@@ -15,7 +15,6 @@ the whole GPU, because PyTorch (SAM2 tracking) shares it; that must be set befor
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
@@ -26,14 +25,10 @@ from napari_sbl.embed.clip_sources import ClipSources
 from napari_sbl.embed.clips import EmbedError, EmbedParams
 from napari_sbl.embed.device_registration import DeviceCrops, supports
 from napari_sbl.embed.encoder import ClipBatch, EmbeddingLayout, EncodedBatch, EncoderContext
+from napari_sbl.embed.jax_setup import prepare_jax
 from napari_sbl.embed.registration import RegistrationParams
 
 log = logging.getLogger(__name__)
-
-
-def _quiet_jax_allocation() -> None:
-    """Ask JAX to allocate GPU memory on demand (must run before ``import jax`` first happens)."""
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def pooling_matrix(size: int, cells: int) -> np.ndarray:
@@ -100,7 +95,7 @@ class VideoPrismClipEncoder:
     needs_crops = True
 
     def __init__(self, params: EmbedParams, encoder: Any = None, crops_on_device: bool | None = None) -> None:
-        _quiet_jax_allocation()
+        prepare_jax()
         from napari_sbl.embed.videoprism_model import VideoPrismConfig
 
         self.params = params
