@@ -26,7 +26,7 @@ from torch.utils import _pytree as pytree
 
 logger = logging.getLogger(__name__)
 
-GRAPHED_MODULES = ("memory_attention", "memory_encoder", "sam_mask_decoder")
+PER_FRAME_MODULES = ("memory_attention", "memory_encoder", "sam_mask_decoder")  # run once per tracked frame
 
 
 @dataclass
@@ -148,10 +148,10 @@ def _signature(leaves: list[Any], spec: Any, module_device: torch.device | None)
 
 
 def graph_per_frame_modules(predictor: torch.nn.Module) -> dict[str, GraphedModule]:
-    """Wrap the predictor's per-frame modules (:data:`GRAPHED_MODULES`, and the prompt encoder's
+    """Wrap the predictor's per-frame modules (:data:`PER_FRAME_MODULES`, and the prompt encoder's
     dense position encoding) in :class:`GraphedModule`; returns the wrappers by name."""
     wrapped = {}
-    for name in GRAPHED_MODULES:
+    for name in PER_FRAME_MODULES:
         module = getattr(predictor, name)
         if not isinstance(module, GraphedModule):
             setattr(predictor, name, GraphedModule(module))

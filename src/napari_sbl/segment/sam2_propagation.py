@@ -64,6 +64,12 @@ class Launched:
     download: LabelDownload | None
 
 
+def received(download: LabelDownload) -> tuple[TrackedFrame, dict]:
+    """A frame's measured labels, once on the host, and each animal's observation."""
+    tracked = download.result()
+    return tracked, observations_from(tracked.measurements)
+
+
 class TrackRun:
     """One :meth:`Sam2Tracker.track` call: lazy frames, SAM2 state, animal groups, the per-frame step."""
 
@@ -180,10 +186,7 @@ class TrackRun:
         """:meth:`track_frame` with recovery, the ``following`` frame tracked before this one's masks are
         checked; undone (and tracked again next time) if this frame's check re-prompts an animal.
         Returns this frame to deliver and the following frame as tracked ahead, or None."""
-        if ahead is not None and ahead.frame_index != frame_index:
-            forget_frame(self.state, ahead.frame_index)
-            ahead = None
-        launched = ahead or self._launch(frame_index, reverse)
+        launched = ahead or self._launch(frame_index, reverse)  # ahead is always this frame when given
         next_launch = None
         if following is not None and self._can_track_ahead(following):
             next_launch = self._launch(following, reverse)
@@ -214,8 +217,7 @@ class TrackRun:
         """Check a launched frame's masks, re-prompt drifted animals, commit its quality; returns the frame
         to deliver and whether any animal was re-prompted."""
         frame_index, rows, prompted = launched.frame_index, launched.rows, launched.prompted
-        measured = launched.download.result()
-        observations = observations_from(measured.measurements)
+        measured, observations = received(launched.download)
         attempts: dict[int, bool] = {}
         requests = self.monitor.assess(observations, prompted)
         if requests:
@@ -309,8 +311,7 @@ class TrackRun:
 
     def _observed(self, frame_index: int, rows: list[torch.Tensor]) -> tuple[TrackedFrame, dict]:
         """The measured labels on the host now, and each animal's observation."""
-        tracked = self._download(frame_index, rows).result()
-        return tracked, observations_from(tracked.measurements)
+        return received(self._download(frame_index, rows))
 
     def _track_group(self, group: Any, frame_index: int, reverse: bool) -> torch.Tensor:
         cond = group.cond_frames.get(frame_index)
@@ -335,8 +336,7 @@ class TrackRun:
     def _deliver(self, pending: PendingFrame) -> Iterator[Sam2TrackedFrame]:
         frame = pending.frame
         if frame is None:  # recovery off: scored here, in frame order, one frame late
-            tracked = pending.download.result()
-            observations = observations_from(tracked.measurements)
+            tracked, observations = received(pending.download)
             quality = self._commit(pending.frame_index, observations, None, pending.prompted)
             frame = Sam2TrackedFrame(pending.frame_index, tracked.labels, quality, measurements=tracked.measurements)
         self.stats.frames_yielded += 1

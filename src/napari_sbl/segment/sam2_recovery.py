@@ -118,18 +118,23 @@ class RecoveryFrames:
         """
         changed = False
         for obj_idx, frames in self.frames.items():
-            while frames and abs(frame_index - frames[0]) > age:
+            while _oldest_expired(frames, frame_index, age):
                 demote(state, obj_idx, frames.pop(0))
                 changed = True
         return changed
 
     def would_demote(self, frame_index: int, age: int) -> bool:
         """Whether :meth:`demote_older_than` would demote anything at ``frame_index``."""
-        return any(frames and abs(frame_index - frames[0]) > age for frames in self.frames.values())
+        return any(_oldest_expired(frames, frame_index, age) for frames in self.frames.values())
 
     def demote_all(self, state: dict) -> bool:
         """End of a pass: its recovery frames anchored that direction only."""
         return self.demote_beyond(state, 0)
+
+
+def _oldest_expired(frames: list[int], frame_index: int, age: int) -> bool:
+    """Whether the oldest of an object's recovery frames is more than ``age`` frames from ``frame_index``."""
+    return bool(frames) and abs(frame_index - frames[0]) > age
 
 
 def demote(state: dict, obj_idx: int, frame_index: int) -> None:
