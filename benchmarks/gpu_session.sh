@@ -16,7 +16,6 @@
 #   track-encoder   track_sam2.py, tiny and large: ours, ours-compiled-encoder, upstream
 #   embed-long      embed.py on the mouse video four times over (9,320 frames), tracks carried in
 #                   .carry/mouse_long.tar.xz: the whole-run rate on a longer recording
-#   track-compile   track_sam2.py, tiny: ours, ours-compiled-frames, ours-compiled-all, ours-compiled, upstream
 #   track-recover   track_sam2.py, tiny and large: ours, ours-recover, ours-recover-ahead, upstream
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
@@ -63,10 +62,6 @@ for name in "$@"; do
     track-encoder)
         step track-encoder 420 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
             --impls ours ours-compiled-encoder upstream-lazy --timeout 240 --out "$OUT/track_encoder.md" ;;
-    track-compile)
-        step track-compile 560 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
-            --impls ours ours-compiled-frames ours-compiled-all upstream-lazy --timeout 240 \
-            --out "$OUT/track_compile.md" ;;
     track-recover)
         step track-recover 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
             --impls ours ours-recover ours-recover-ahead upstream-lazy --timeout 120 --out "$OUT/track_recover.md" ;;

@@ -6,16 +6,15 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 
 - ``ours``: :class:`Sam2Tracker` (lazy frames, pruned memory, batched encoder and animals), drift
   recovery off so it does the same work as SAM2's predictor;
-- ``ours-recover``: ``ours`` with drift recovery on (the product's default; random weights make masks
-  jump, so it re-prompts far more often than with trained weights);
-- ``ours-recover-ahead``: ``ours-recover`` tracking the next frame while this frame's masks are checked;
+- ``ours-recover``: ``ours`` with drift recovery on, each frame's masks checked before the next frame starts
+  (random weights make masks jump, so it re-prompts far more often than with trained weights);
+- ``ours-recover-ahead``: the product's default: ``ours-recover`` tracking the next frame while this frame's
+  masks are checked;
 - ``ours-plain``: the same with batching and the read-ahead thread off (pruning and laziness stay);
 - ``ours-compiled``: ``ours`` with ``compile`` on (SAM2's VOS predictor, every component compiled);
 - ``ours-serial``: ``ours`` with the image encoder on the tracking stream (no overlap of the next
   batch's encoding with this batch's tracking);
 - ``ours-compiled-encoder``: ``ours`` with the image encoder through ``torch.compile`` (default mode);
-- ``ours-compiled-frames``: ``ours`` with the per-frame modules through ``torch.compile`` under our CUDA graphs;
-- ``ours-compiled-all``: both;
 - ``ours-graphs-cudnn``: ``ours`` with cuDNN attention first (its host work replayed from the graphs);
 - ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
@@ -54,12 +53,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
-    "ours", "ours-serial", "ours-compiled-encoder", "ours-compiled-frames", "ours-compiled-all", "ours-graphs-cudnn",
+    "ours", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
-LONG_WARM_UP = (*COMPILED, "ours-compiled-encoder", "ours-compiled-frames", "ours-compiled-all")
+LONG_WARM_UP = (*COMPILED, "ours-compiled-encoder")
 GIB = float(1 << 30)
 
 
@@ -234,8 +233,7 @@ def make_tracker(config: dict) -> object:
         batch_animals=not plain,
         read_ahead_frames=0 if plain else 16,
         compile=config["impl"] in COMPILED,
-        compile_image_encoder=config["impl"] in ("ours-compiled-encoder", "ours-compiled-all"),
-        compile_frame_modules=config["impl"] in ("ours-compiled-frames", "ours-compiled-all"),
+        compile_image_encoder=config["impl"] == "ours-compiled-encoder",
         bf16_weights=config["impl"].startswith("ours"),  # SAM2's predictor as its users run it: float32 weights
         drift=DriftParams(recover=config["impl"] in ("ours-recover", "ours-recover-ahead")),
         track_ahead=config["impl"] == "ours-recover-ahead",

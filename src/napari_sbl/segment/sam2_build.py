@@ -52,14 +52,6 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         store_autocast_weights(predictor, torch.bfloat16)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
-    if params.compile_frame_modules and not params.compile:
-        from napari_sbl.segment.sam2_graphs import PER_FRAME_MODULES
-        from napari_sbl.segment.sam2_rope import use_real_rope
-
-        use_real_rope(predictor)  # complex arithmetic would split the compiled kernels
-        for name in PER_FRAME_MODULES:
-            module = getattr(predictor, name)
-            module.forward = torch.compile(module.forward, dynamic=None)  # dynamic once a shape changes
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
