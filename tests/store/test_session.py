@@ -82,7 +82,7 @@ def test_crash_before_rename_never_shows_half_array(video_copy, monkeypatch):
     _, store = open_session(video_copy)
     import napari_sbl.store.session as session_module
 
-    def die(staged, target):
+    def die(staged, target, discard=None):
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(session_module, "replace_directory", die)

@@ -11,6 +11,7 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from napari_sbl.errors import StoreError
@@ -42,27 +43,39 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def replace_directory(staged: Path, target: Path) -> None:
+def remove_directory(path: Path) -> None:
+    """Delete ``path`` now (the default way :func:`replace_directory` disposes of an old copy)."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_directory(staged: Path, target: Path, discard: Callable[[Path], None] = remove_directory) -> None:
     """Move a fully written directory ``staged`` into place at ``target``.
 
     An existing ``target`` is first renamed to a ``.trash`` sibling, so at every instant either the
-    old or the new directory exists under a name :func:`recover_directory` understands.
+    old or the new directory exists under a name :func:`recover_directory` understands. ``discard``
+    disposes of the old copy once the new one is in place (a store's trash deletes it in the background).
     """
-    trash = target.with_name(f".{target.name}.trash")
+    trash = _aside(target)
     if trash.exists():
-        shutil.rmtree(trash)
+        discard(trash)
     if target.exists():
         os.replace(target, trash)
     os.replace(staged, target)
     if trash.exists():
-        shutil.rmtree(trash, ignore_errors=True)
+        discard(trash)
 
 
-def recover_directory(target: Path) -> None:
-    """Undo an interrupted :func:`replace_directory`: restore the old copy if the new never landed."""
-    trash = target.with_name(f".{target.name}.trash")
+def recover_directory(target: Path, discard: Callable[[Path], None] = remove_directory) -> None:
+    """Undo an interrupted :func:`replace_directory`: restore the old copy if the new never landed,
+    else ``discard`` the old copy."""
+    trash = _aside(target)
     if trash.exists():
         if target.exists():
-            shutil.rmtree(trash, ignore_errors=True)
+            discard(trash)
         else:
             os.replace(trash, target)
+
+
+def _aside(target: Path) -> Path:
+    """Where :func:`replace_directory` keeps the old copy of ``target`` while the new one moves in."""
+    return target.with_name(f".{target.name}.trash")

@@ -21,9 +21,11 @@ from napari_sbl import __version__
 from napari_sbl.errors import SchemaError, StoreError
 from napari_sbl.store import layout
 from napari_sbl.store.atomic import recover_directory, replace_directory
+from napari_sbl.store.trash import Trash
 
 SCHEMA_VERSION = 1
 _STAGING = ".staging"
+_TRASH = ".trash"
 
 
 def default_store_path(video_path: str | Path) -> Path:
@@ -59,6 +61,7 @@ class SessionStore:
     def __init__(self, path: Path, group) -> None:
         self.path = Path(path)
         self._root = group
+        self._trash = Trash(self.path / _TRASH)  # replaced arrays are deleted in the background
 
     # -- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -108,7 +111,9 @@ class SessionStore:
                 f"{meta['schema_version']}; this is napari-sbl {__version__} (schema {SCHEMA_VERSION}). "
                 "Upgrade napari-sbl to open it"
             )
-        return cls(path, group)
+        store = cls(path, group)
+        store._trash.empty_leftovers()
+        return store
 
     @classmethod
     def for_video(cls, video, store_path: str | Path | None = None) -> SessionStore:
@@ -165,7 +170,7 @@ class SessionStore:
         """The zarr array at ``key`` (lazy); raises :class:`StoreError` when missing."""
         import zarr
 
-        recover_directory(self.path / key)
+        recover_directory(self.path / key, self._trash.discard)
         if not self.has(key):
             raise StoreError(f"{self.path} has no '{key}' yet; run the step that makes it first")
         return zarr.open_array(str(self.path / key), mode="r+", zarr_format=3)
@@ -200,7 +205,7 @@ class SessionStore:
         if attrs:
             array.attrs.update(store_ready(attrs))
         self._ensure_parents(key)
-        replace_directory(staged, self.path / key)
+        replace_directory(staged, self.path / key, self._trash.discard)
         self.touch()
 
     def create_incremental(self, key: str, shape: tuple[int, ...], dtype, chunks: tuple[int, ...],
@@ -214,7 +219,7 @@ class SessionStore:
         import zarr
 
         target = self.path / key
-        recover_directory(target)
+        recover_directory(target, self._trash.discard)
         if self.has(key) and not overwrite:
             array = self.array(key)
             if tuple(array.shape) != tuple(shape) or np.dtype(array.dtype) != np.dtype(dtype):
@@ -228,7 +233,7 @@ class SessionStore:
                                   zarr_format=3, overwrite=True)
         array.attrs.update(store_ready({**(attrs or {}), "complete": False, done_attr: []}))
         self._ensure_parents(key)
-        replace_directory(staged, target)
+        replace_directory(staged, target, self._trash.discard)
         self.touch()
         return self.array(key)
 
@@ -236,12 +241,15 @@ class SessionStore:
         self.array(key).attrs.update(store_ready(attrs))
 
     def delete(self, key: str) -> None:
+        """Remove ``key`` at once (its files are deleted in the background; see :meth:`wait_for_deletions`)."""
         target = self.path / key
         if target.exists():
-            trash = target.with_name(f".{target.name}.deleted-{uuid.uuid4().hex[:8]}")
-            target.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            self._trash.discard(target)
             self.touch()
+
+    def wait_for_deletions(self) -> None:
+        """Wait until the arrays this store replaced or deleted are off the disk (call at the end of a job)."""
+        self._trash.wait()
 
     def save_frame_index(self, index) -> None:
         """Cache a video's frame index (see :class:`napari_sbl.io.frame_index.FrameIndex`)."""
