@@ -91,7 +91,8 @@ class Encoder(Protocol):
     def layout(self) -> EmbeddingLayout: ...
 
     def prepare(self, context: EncoderContext) -> None:
-        """Load weights or fit per-store parts (called once per run, before the first batch)."""
+        """Load weights or fit per-store parts (called once per run, before the first batch; after the
+        optional ``load()``, see :func:`load_ahead`)."""
         ...
 
     def encode(self, batch: ClipBatch) -> EncodedBatch: ...
@@ -106,6 +107,15 @@ def registers_on_device(encoder: Encoder) -> bool:
     ``registers_on_device()`` method, asked after :meth:`Encoder.prepare`); else it gets ``crops``."""
     ask = getattr(encoder, "registers_on_device", None)
     return bool(ask()) if callable(ask) else False
+
+
+def load_ahead(encoder: Encoder) -> None:
+    """Run the encoder's optional ``load()``: what it can ready before the clip plan exists (weights, its
+    device), which the step runs on a thread while it plans. Its errors are the encoder's own; an encoder
+    without one does all its loading in :meth:`Encoder.prepare`."""
+    load = getattr(encoder, "load", None)
+    if callable(load):
+        load()
 
 
 def make_encoder(params: EmbedParams) -> Encoder:

@@ -1,6 +1,7 @@
 """The embedding step: tracks → clip plan → registered clips → encoder → ``embeddings/<encoder>/...``.
 
-Shared by the widget, the CLI and the demo. Work is pipelined: planning reads each sampled mask once; up
+Shared by the widget, the CLI and the demo. Work is pipelined: planning reads each sampled mask once while
+the encoder loads its weights on a thread (:func:`~napari_sbl.embed.encoder.load_ahead`); up
 to ``workers`` readers decode spans of the sampled frames (only the regions the clips use) ahead of a
 producer thread that assembles blocks, whose clips worker threads register (or the encoder registers on
 its device); the encoder computes block k (asynchronously on an accelerator) while a writer thread
@@ -27,7 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sbl.embed.block_pipeline import run_blocks
-from napari_sbl.embed.clips import MAX_DECODERS, ClipPlan, EmbedError, EmbedParams, build_plan, load_tracks
+from napari_sbl.embed.clips import (
+    MAX_DECODERS,
+    ClipPlan,
+    EmbedError,
+    EmbedParams,
+    TrackGeometry,
+    TrackSet,
+    build_plan,
+    load_tracks,
+)
 from napari_sbl.embed.crops import CropBuilder as CropBuilder  # ``X as X``: re-exported from the crop pipeline
 from napari_sbl.embed.crops import iter_samples as iter_samples
 from napari_sbl.embed.crops import opencv_single_threaded as opencv_single_threaded
@@ -36,6 +46,7 @@ from napari_sbl.embed.encoder import (
     EncodedBatch,
     Encoder,
     EncoderContext,
+    load_ahead,
     make_encoder,
     registers_on_device,
 )
@@ -193,9 +204,7 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
     """Embed every planned clip of every tracked animal of ``video`` into ``store``, resuming a killed run."""
     reporter = reporter or silent()
     began = time.perf_counter()
-    tracks = load_tracks(store, video.n_frames, video.height, video.width)
-    plan, geometry = build_plan(video, tracks, params, reporter, params.workers)
-    encoder = encoder or make_encoder(params)
+    tracks, plan, geometry, encoder = _plan_while_loading(video, store, params, reporter, encoder)
     registration = encoder.registration()  # checked before the store is touched
     writer = EmbeddingWriter.open(store, encoder, plan, params, overwrite)
     blocks = writer.blocks()
@@ -219,12 +228,30 @@ def embed_video(video, store: SessionStore, params: EmbedParams, reporter: Repor
             finally:
                 builder.samples.close()
     complete = writer.finish()
+    store.wait_for_deletions()  # the arrays an overwrite replaced, deleted while the blocks ran
     ids, counts = np.unique(plan.animal_id, return_counts=True)
     return EmbedSummary(encoder.name, f"{layout.EMBEDDINGS}/{encoder.name}", plan.n_entries, written,
                         len(plan.skipped), {int(i): int(c) for i, c in zip(ids, counts, strict=True)}, complete,
                         encoder.layout().dim, encoder.layout().grid_cells,
                         (int(plan.sample_frames[0]), int(plan.clip_stop_frame.max())), plan.sample_fps,
                         time.perf_counter() - began)
+
+
+def _plan_while_loading(video, store: SessionStore, params: EmbedParams, reporter: Reporter,
+                        encoder: Encoder | None) -> tuple[TrackSet, ClipPlan, TrackGeometry, Encoder]:
+    """The tracks, the clip plan and the encoder, which loads what needs no plan (its weights, its device)
+    on a thread meanwhile: on a GPU machine that load took as long as planning, one after the other."""
+    with ThreadPoolExecutor(1, thread_name_prefix="embed-encoder") as loader:
+        loading = loader.submit(_loaded_encoder, encoder, params)
+        tracks = load_tracks(store, video.n_frames, video.height, video.width)
+        plan, geometry = build_plan(video, tracks, params, reporter, params.workers)
+        return tracks, plan, geometry, loading.result()
+
+
+def _loaded_encoder(encoder: Encoder | None, params: EmbedParams) -> Encoder:
+    encoder = encoder or make_encoder(params)
+    load_ahead(encoder)
+    return encoder
 
 
 def _batch_maker(plan: ClipPlan, builder: CropBuilder, entries: list[np.ndarray], cut: str | None,

@@ -27,6 +27,8 @@ from napari_sbl.embed.device_registration import DeviceCrops, supports
 from napari_sbl.embed.encoder import ClipBatch, EmbeddingLayout, EncodedBatch, EncoderContext
 from napari_sbl.embed.jax_setup import prepare_jax
 from napari_sbl.embed.registration import RegistrationParams
+from napari_sbl.errors import WeightsMissingError
+from napari_sbl.progress import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +136,32 @@ class VideoPrismClipEncoder:
             raise EmbedError(f"a {size_px}-px crop gives a {cells}×{cells} token grid, smaller than the "
                              f"{self.options.pool_grid}×{self.options.pool_grid} pooled grid; use a larger crop")
 
-    def prepare(self, context: EncoderContext | None = None) -> None:
-        self.registration()  # refuses crop sizes the model cannot take
+    def load(self) -> None:
+        """Pick the device and load weights already on this machine; the step runs this while it plans.
+        Weights still to be downloaded are left to :meth:`prepare`, which shows the download's progress."""
         self._device = _pick_device(self.params.device)
         if self.encoder is None:
-            import jax
+            try:
+                self.encoder = self._load_weights(None, download=False)
+            except WeightsMissingError:
+                log.debug("VideoPrism weights not on this machine yet; prepare() downloads them")
 
-            from napari_sbl.embed.videoprism import load_encoder
+    def prepare(self, context: EncoderContext | None = None) -> None:
+        self.registration()  # refuses crop sizes the model cannot take
+        if self._device is None:
+            self._device = _pick_device(self.params.device)
+        if self.encoder is None:
+            self.encoder = self._load_weights(context.reporter if context else None, download=True)
 
-            options = self.options
-            with jax.default_device(self._device):
-                self.encoder = load_encoder(options.checkpoint, model=options.model, dtype=options.dtype,
-                                            weights=options.weights, seed=self.params.seed,
-                                            reporter=context.reporter if context else None)
+    def _load_weights(self, reporter: Reporter | None, download: bool) -> Any:
+        import jax
+
+        from napari_sbl.embed.videoprism import load_encoder
+
+        options = self.options
+        with jax.default_device(self._device):
+            return load_encoder(options.checkpoint, model=options.model, dtype=options.dtype, weights=options.weights,
+                                seed=self.params.seed, download=download, reporter=reporter)
 
     def registers_on_device(self) -> bool:
         """Whether :meth:`encode` wants uncut ``sources`` rather than crops (see the class docstring)."""
