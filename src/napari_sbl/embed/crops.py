@@ -66,8 +66,11 @@ class CropBuilder:
         self.copies = copies
         self.boxes = [box_size_px(registration, length) for length in geometry.body_length_px()]
         self.filled = [geometry.filled(column) for column in range(len(plan.animal_ids))]
-        self.entry_regions = {int(e): self._region(int(e), video.width, video.height) for b in blocks for e in b}
-        regions, first_use, self.last_use = self._sample_regions(len(plan.animal_ids))
+        entries = np.concatenate(blocks).astype(np.int64) if blocks else np.zeros(0, np.int64)
+        boxes = self._regions(entries, video.width, video.height)
+        self.entry_regions = {entry: tuple(box) for entry, box in zip(entries.tolist(), boxes.tolist(), strict=True)}
+        block_of = np.repeat(np.arange(len(blocks)), [len(b) for b in blocks])
+        regions, first_use, self.last_use = self._sample_regions(entries, boxes, block_of)
         self.samples = SampleRegions(video, tracks, plan, geometry.masks, regions, first_use, readers,
                                      blocks_ahead(regions, first_use, len(blocks), readers))
         self.samples.release(0)  # the readers start now
@@ -149,32 +152,41 @@ class CropBuilder:
         return np.stack([crop_transform(centres[t], headings[t], self.boxes[column], size, align, jitter)
                          for t in range(len(rows))])
 
-    def _region(self, entry: int, width: int, height: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) in the frame that holds every pixel the entry's crops sample, in every copy: the
-        bounding box of the crops' corners, widened by the neighbours bilinear sampling reads."""
+    def _regions(self, entries: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(N, 4) int64 (x0, y0, x1, y1) of each entry: the part of the frame holding every pixel its crops
+        sample, in every copy (the bounding box of the crops' corners, widened by the neighbours bilinear
+        sampling reads). The maps are the crops' own; the corners of all entries are found at once."""
         last = int(self.registration.size_px) - 1
         corners = np.array([[0, last, 0, last], [0, 0, last, last], [1, 1, 1, 1]], dtype=float)
-        points = np.concatenate([self._transforms(entry, self._jitter(entry, copy)) @ corners
-                                 for copy in range(self.copies + 1)])  # (copies·Tc, 2, 4)
-        x0, y0 = np.clip(np.floor(points.min(axis=(0, 2))).astype(int) - 1, 0, (width - 1, height - 1))
-        x1, y1 = np.clip(np.floor(points.max(axis=(0, 2))).astype(int) + 3, (x0 + 1, y0 + 1), (width, height))
-        return int(x0), int(y0), int(x1), int(y1)
+        maps = [self._transforms(entry, self._jitter(entry, copy))
+                for entry in entries.tolist() for copy in range(self.copies + 1)]
+        if not maps:
+            return np.zeros((0, 4), np.int64)
+        points = (np.stack(maps) @ corners).reshape(len(entries), -1, 2, 4)  # (N, copies·Tc, 2, 4)
+        top_left = np.clip(np.floor(points.min(axis=(1, 3))).astype(np.int64) - 1, 0, (width - 1, height - 1))
+        bottom_right = np.clip(np.floor(points.max(axis=(1, 3))).astype(np.int64) + 3, top_left + 1, (width, height))
+        return np.concatenate([top_left, bottom_right], axis=1)
 
-    def _sample_regions(self, n_animals: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(M, A, 4) union of the regions of the entries using each sample (0 = unused), and (M,) the index
-        of the first and of the last block using each sample (-1 = none)."""
-        regions = np.zeros((len(self.plan.sample_frames), n_animals, 4), dtype=np.int64)
+    def _sample_regions(self, entries: np.ndarray, boxes: np.ndarray, block_of: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(M, A, 4) union of the ``boxes`` (N, 4) of the ``entries`` using each sample (0 = unused), and (M,)
+        the index of the first and of the last block using each sample (-1 = none); ``block_of``: (N,) the
+        block of each entry."""
+        n_samples, n_animals = len(self.plan.sample_frames), len(self.plan.animal_ids)
+        regions = np.zeros((n_samples, n_animals, 4), dtype=np.int64)
         regions[..., :2] = np.iinfo(np.int64).max
-        first_use = np.full(len(self.plan.sample_frames), -1)
-        last_use = np.full(len(self.plan.sample_frames), -1)
-        for index, entries in enumerate(self.blocks):
-            for entry in entries:
-                rows, column = self.plan.rows(np.array([entry]))[0], int(self.plan.entry_column[entry])
-                box = self.entry_regions[int(entry)]
-                regions[rows, column, :2] = np.minimum(regions[rows, column, :2], box[:2])
-                regions[rows, column, 2:] = np.maximum(regions[rows, column, 2:], box[2:])
-                first_use[rows] = np.where(first_use[rows] < 0, index, first_use[rows])
-                last_use[rows] = np.maximum(last_use[rows], index)
+        first_use = np.full(n_samples, np.iinfo(np.int64).max)
+        last_use = np.full(n_samples, -1)
+        rows = self.plan.rows(entries)  # (N, Tc)
+        steps = rows.shape[1]
+        rows, columns = rows.ravel(), np.repeat(self.plan.entry_column[entries], steps)
+        boxes, uses = np.repeat(boxes, steps, axis=0), np.repeat(block_of, steps)
+        for side in range(4):
+            combine = np.minimum if side < 2 else np.maximum
+            combine.at(regions[..., side], (rows, columns), boxes[:, side])
+        np.minimum.at(first_use, rows, uses)
+        np.maximum.at(last_use, rows, uses)
+        first_use[first_use == np.iinfo(np.int64).max] = -1
         regions[regions[..., 2] == 0] = 0
         return regions, first_use, last_use
 
