@@ -15,12 +15,15 @@ that computes nothing: host-cut crops, or uncut sources, optionally cut on the J
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,15 +109,67 @@ class ClipClock:
                 "blocks": written[-1] - written[0], "after last block": ended - written[-1]}
 
 
+STEP_PARTS = {"load tracks": "load_tracks", "plan": "build_plan", "encoder ready": "_plan_while_loading",
+              "store open": "EmbeddingWriter.open", "crop builder": "CropBuilder"}
+"""Parts of the time before the first block: names ``napari_sbl.embed.run`` calls ('encoder ready': planning
+and the encoder's early load together, as they overlap)."""
+ENCODER_PARTS = {"encoder load": "load", "encoder prepare": "prepare"}
+STORE_PARTS = {"old arrays deleted": "wait_for_deletions"}
+
+
+@contextmanager
+def timed_parts(encoder, store) -> Iterator[dict[str, float]]:
+    """Seconds spent in the named parts of one embedding run (:data:`STEP_PARTS`, the encoder's own
+    :data:`ENCODER_PARTS`, :data:`STORE_PARTS`): the names are wrapped for the call and restored after, so
+    the step runs as it does for users."""
+    import napari_sbl.embed.run as step
+
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, function: Callable) -> Callable:
+        @functools.wraps(function)
+        def run_timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - began
+        return run_timed
+
+    restore: list[Callable[[], None]] = []
+    for part, dotted in STEP_PARTS.items():
+        owner_name, _, name = dotted.rpartition(".")
+        owner = getattr(step, owner_name) if owner_name else step
+        original = vars(owner)[name]  # a class's own descriptor (the classmethod), to put back as it was
+        wrapped = classmethod(timed(part, original.__func__)) if isinstance(original, classmethod) else \
+            timed(part, original)
+        setattr(owner, name, wrapped)
+        restore.append(functools.partial(setattr, owner, name, original))
+    for target, parts in ((encoder, ENCODER_PARTS), (store, STORE_PARTS)):
+        for part, name in parts.items():
+            if callable(getattr(target, name, None)):  # an instance attribute, removed after
+                setattr(target, name, timed(part, getattr(target, name)))
+                restore.append(functools.partial(delattr, target, name))
+    try:
+        yield seconds
+    finally:
+        for undo in reversed(restore):
+            undo()
+
+
 def run_step(video, store, params, encoder) -> tuple[int, float, float, dict[str, float]]:
-    """(clips, seconds, steady clips/s, timeline) of one run of the embedding step over the whole plan."""
+    """(clips, seconds, steady clips/s, timeline) of one run of the embedding step over the whole plan; the
+    timeline breaks the time before the blocks into its named parts (:func:`timed_parts`)."""
     from napari_sbl.embed.run import embed_video
     from napari_sbl.progress import Reporter
 
     clock = ClipClock()
     began = time.perf_counter()
-    summary = embed_video(video, store, params, Reporter(listener=clock), encoder=encoder, overwrite=True)
-    return summary.n_clips, summary.seconds, clock.steady_rate(), clock.timeline(began, time.perf_counter())
+    with timed_parts(encoder, store) as parts:
+        summary = embed_video(video, store, params, Reporter(listener=clock), encoder=encoder, overwrite=True)
+    timeline = clock.timeline(began, time.perf_counter())
+    timeline.update(parts)
+    return summary.n_clips, summary.seconds, clock.steady_rate(), timeline
 
 
 def stage_times(video, store, params, workers: int) -> list[str]:
