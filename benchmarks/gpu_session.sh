@@ -19,6 +19,7 @@
 #   track-recover   track_sam2.py, tiny and large: ours, ours-recover, ours-recover-ahead, upstream
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
+#   xla-autotune    the same under XLA's most thorough GEMM autotuning and tiling search
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -74,6 +75,12 @@ for name in "$@"; do
         for flags in "--xla_gpu_triton_gemm_any=true" "--xla_gpu_enable_triton_gemm=false" \
             "--xla_gpu_enable_cublaslt=true"; do
             step "xla${flags//[^a-z=]/_}" 120 env XLA_FLAGS="$flags" python3 benchmarks/embed_backbone.py \
+                --modes bf16 --attention fused --batch-sizes 32 --no-check
+            echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
+        done ;;
+    xla-autotune)
+        for flags in "" "--xla_gpu_autotune_level=4" "--xla_gpu_exhaustive_tiling_search=true"; do
+            step "xla${flags//[^a-z=]/_}" 150 env XLA_FLAGS="$flags" NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py \
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
         done ;;
