@@ -75,7 +75,8 @@ def profile_backbone(batch: int, calls: int, quick: bool) -> tuple[list[tuple[st
 
 def report(rows: list[tuple[str, float, int]], wall_ms: float, batch: int, device: str) -> str:
     total = sum(us for _, us, _ in rows)
-    lines = [f"VideoPrism backbone (base unless --quick), bf16, {batch} clips per call, {device}: GPU time per clip", "",
+    lines = [f"VideoPrism backbone (base unless --quick), bf16, {batch} clips per call, {device}: GPU time per clip",
+             "",
              f"all kernels: {total / 1e3:.3f} ms per clip; wall {wall_ms / batch:.3f} ms per clip "
              f"({batch / wall_ms * 1e3:.1f} clips/s under the profiler)", "", "by kind:"]
     kinds: dict[str, tuple[float, int]] = defaultdict(lambda: (0.0, 0))
