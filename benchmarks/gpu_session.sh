@@ -19,6 +19,7 @@
 #   track-recover   track_sam2.py, tiny and large: ours, ours-recover, ours-recover-ahead, upstream
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
+#   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
 #   xla-autotune    the same under XLA's most thorough GEMM autotuning and tiling search
 set -u
 OUT=${OUT:-/tmp/out}
@@ -78,6 +79,8 @@ for name in "$@"; do
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
         done ;;
+    embed-profile)
+        step embed-profile 150 python3 benchmarks/embed_profile.py --out "$OUT" ;;
     xla-autotune)
         for flags in "" "--xla_gpu_autotune_level=4" "--xla_gpu_exhaustive_tiling_search=true"; do
             step "xla${flags//[^a-z=]/_}" 150 env XLA_FLAGS="$flags" NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py \
