@@ -144,6 +144,32 @@ def test_padded_keys_are_masked_not_attended(variant):
     assert rel_error(fused, unmasked[:, :20]) > 0.1
 
 
+@pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
+@pytest.mark.parametrize("num_keys", [20, 144, 324])
+def test_biases_given_apart_give_the_attention_of_the_biased_projections(variant, num_keys):
+    """The stream kernel adds q/k/v biases itself (v's after the weighted sum); the others get them added."""
+    query, key, value = qkv((2, num_keys, 3, 64), seed=num_keys)
+    biases = tuple(jax.random.normal(jax.random.key(seed), (3, 64)) for seed in (1, 2, 3))
+    options = {"scale": 0.125, "logit_cap": CAP}
+    tiling = at.KernelTiling(block_q=64, variant=variant, block_k=64)
+    with jax.default_matmul_precision("highest"):
+        fused = at.fused_attention(query, key, value, **options, tiling=tiling, interpret=True, biases=biases)
+        xla = at.capped_attention(query, key, value, **options, implementation="xla", biases=biases)
+    biased = [x + b for x, b in zip((query, key, value), biases, strict=True)]
+    expected = ref_attention(*biased, 0.125)
+    assert rel_error(fused, expected) < 2e-6 and rel_error(xla, expected) < 2e-6
+    assert rel_error(at.xla_attention(query, key, value, **options), expected) > 0.05  # the biases matter
+
+
+def test_stream_rows_past_the_end_are_neither_read_nor_written():
+    """Unpadded input: the last query block and key step run past 20 tokens; the output has exactly 20."""
+    query, key, value = qkv((3, 20, 2, 16), gain=0.5, seed=4)
+    tiling = at.KernelTiling(block_q=16, variant="stream", block_k=16)
+    fused = at.fused_attention(query, key, value, scale=0.25, logit_cap=CAP, interpret=True, tiling=tiling)
+    assert fused.shape == (3, 20, 2, 16)
+    assert rel_error(fused, ref_attention(query, key, value, 0.25)) < 2e-6
+
+
 def test_query_blocks_heads_and_sequences_land_in_their_place():
     """Small query blocks (16 per program) and a 1-D grid over (sequence, head, block) give the same answer."""
     query, key, value = qkv((3, 256, 2, 64), seed=3)
@@ -227,7 +253,8 @@ def test_choice_comes_from_argument_then_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("variant", at.KERNEL_VARIANTS)
-@pytest.mark.parametrize("num_keys, dtype", [(256, jnp.bfloat16), (144, jnp.bfloat16), (16, jnp.float32)])
+@pytest.mark.parametrize("num_keys, dtype", [(256, jnp.bfloat16), (144, jnp.bfloat16), (324, jnp.bfloat16),
+                                             (16, jnp.float32)])
 def test_kernel_lowers_to_triton_for_cuda(num_keys, dtype, variant, monkeypatch):
     """Cross-lowering on CPU runs the Pallas→Triton lowering (block shapes, primitives, loops) a GPU compiles."""
     monkeypatch.setenv(at.TILING_ENV, f"{variant}:64x4")  # read when tracing, as the encoder's forward does

@@ -23,21 +23,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from napari_sbl.embed.attention_kernels import KERNEL_VARIANTS, attention_call, needs_shift
+from napari_sbl.embed.attention_kernels import KERNEL_VARIANTS, attention_call, needs_shift, padded_size
 
 Array = jax.Array
+Biases = tuple[Array, Array, Array]
 
 ATTENTION_CHOICES = ("auto", "xla", "fused")
 ATTENTION_ENV = "NAPARI_SBL_ATTENTION"
 TILING_ENV = "NAPARI_SBL_ATTENTION_TILING"  # e.g. "stream:128x8": variant, queries per program × warps
 FUSED_MAX_TILE_BYTES = 64 * 1024  # one sequence's padded keys (and values) per program, staged in shared memory
-_MIN_DOT_SIZE = 16  # Triton's tensor-core dots need every dimension ≥ 16
 _SCORES_PER_WARP = 32 * 128  # fp32 score values a warp holds: 128 registers per thread
-
-
-def padded_size(size: int) -> int:
-    """The kernel's block size for an axis of ``size``: Triton wants powers of two, dots want ≥ 16."""
-    return max(1 << (size - 1).bit_length(), _MIN_DOT_SIZE)
 
 
 def fits_fused(num_keys: int, head_dim: int, dtype: jnp.dtype) -> bool:
@@ -71,7 +66,7 @@ class KernelTiling:
     def rows(self, num_keys: int) -> int:
         """Queries per program (per step for ``resident``) for sequences of ``num_keys``."""
         max_rows = _SCORES_PER_WARP * self.num_warps // self.keys_per_step(num_keys)
-        return padded_size(max(min(self.block_q, padded_size(num_keys), max_rows), _MIN_DOT_SIZE))
+        return padded_size(min(self.block_q, padded_size(num_keys), max_rows))  # padded_size: at least 16
 
     def label(self, num_keys: int) -> str:
         """What runs for ``num_keys``, in :meth:`parse`'s syntax: 'block:64x4', 'stream:128x8x64'."""
@@ -131,24 +126,40 @@ def _pad_axis(x: Array, axis: int, size: int) -> Array:
     return jnp.pad(x, widths)
 
 
-def _fused_call(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
+def add_biases(query: Array, key: Array, value: Array, biases: Biases | None) -> tuple[Array, Array, Array]:
+    """The projections with their ``(heads, dh)`` biases added (as they are when no kernel adds them)."""
+    if biases is None:
+        return query, key, value
+    return tuple(x + b.astype(x.dtype) for x, b in zip((query, key, value), biases, strict=True))
+
+
+def _fused_call(query: Array, key: Array, value: Array, biases: Biases, *, scale: float, logit_cap: float,
                 tiling: KernelTiling, interpret: bool) -> Array:
     num_keys, head_dim = query.shape[1], query.shape[3]
     keys_padded, dims_padded = padded_size(num_keys), padded_size(head_dim)
-    query, key, value = (_pad_axis(_pad_axis(x, 1, keys_padded), 3, dims_padded) for x in (query, key, value))
     variant = "block" if needs_shift(logit_cap) else tiling.variant  # only block subtracts a row maximum
-    out = attention_call(query, key, value, variant=variant, num_keys=num_keys, block_q=tiling.rows(num_keys),
-                         block_k=tiling.keys_per_step(num_keys), num_warps=tiling.num_warps, scale=scale,
-                         logit_cap=logit_cap, interpret=interpret)
-    return out[:, :num_keys, :, :head_dim]
+    options = {"variant": variant, "num_keys": num_keys, "block_q": tiling.rows(num_keys),
+               "block_k": tiling.keys_per_step(num_keys), "num_warps": tiling.num_warps, "scale": scale,
+               "logit_cap": logit_cap, "interpret": interpret}
+    if variant == "stream":  # tokens as they are, biases added in the kernel
+        query, key, value = (_pad_axis(x, 3, dims_padded) for x in (query, key, value))
+        biases = tuple(_pad_axis(b.astype(query.dtype), 1, dims_padded) for b in biases)
+        return attention_call(query, key, value, biases=biases, **options)[..., :head_dim]
+    query, key, value = add_biases(query, key, value, biases)
+    query, key, value = (_pad_axis(_pad_axis(x, 1, keys_padded), 3, dims_padded) for x in (query, key, value))
+    return attention_call(query, key, value, **options)[:, :num_keys, :, :head_dim]
 
 
 def fused_attention(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
-                    tiling: KernelTiling | None = None, interpret: bool | None = None) -> Array:
+                    tiling: KernelTiling | None = None, interpret: bool | None = None,
+                    biases: Biases | None = None) -> Array:
     """The fused kernel on ``(B, S, heads, dh)`` bf16/fp32 arrays; fp32 scores, softmax and accumulation.
 
-    Keys and head dims are zero-padded to a power of two ≥ 16 (Triton block shapes) and padded keys
-    masked. ``tiling=None`` reads :meth:`KernelTiling.from_environment`; caps above
+    ``biases``: the query, key and value projections' ``(heads, dh)`` biases, not yet added to
+    ``query``, ``key``, ``value`` (the ``stream`` kernel adds them as it loads; None: no biases).
+    For the ``block`` and ``resident`` variants, keys are zero-padded to a power of two ≥ 16 (Triton
+    block shapes) and padded keys masked; head dims are padded likewise for every variant.
+    ``tiling=None`` reads :meth:`KernelTiling.from_environment`; caps above
     ``attention_kernels.UNSHIFTED_MAX_CAP`` always run the ``block`` variant. ``interpret=None``
     compiles on CUDA/ROCm and interprets elsewhere (CPU tests), decided when lowering for the device
     that runs it. Callers check :func:`fits_fused` first (``capped_attention`` does). The score dot
@@ -157,25 +168,35 @@ def fused_attention(query: Array, key: Array, value: Array, *, scale: float, log
     """
     if key.shape != query.shape or value.shape != query.shape:
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
+    if biases is None:
+        biases = (jnp.zeros(query.shape[2:], query.dtype),) * 3
     call = partial(_fused_call, scale=scale, logit_cap=logit_cap, tiling=tiling or KernelTiling.from_environment())
     if interpret is not None:
-        return call(query, key, value, interpret=interpret)
+        return call(query, key, value, biases, interpret=interpret)
     compiled, interpreted = partial(call, interpret=False), partial(call, interpret=True)
-    return lax.platform_dependent(query, key, value, cuda=compiled, rocm=compiled, default=interpreted)
+    return lax.platform_dependent(query, key, value, biases, cuda=compiled, rocm=compiled, default=interpreted)
 
 
 def capped_attention(query: Array, key: Array, value: Array, *, scale: float, logit_cap: float,
-                     implementation: str = "xla") -> Array:
+                     implementation: str = "xla", biases: Biases | None = None) -> Array:
     """Attention by ``implementation``: 'xla', 'fused' (the kernel on every device, interpreted off
     GPU) or 'auto' (the kernel on CUDA/ROCm, XLA elsewhere). Sequences too long for the kernel
-    (:func:`fits_fused`) use XLA."""
+    (:func:`fits_fused`) use XLA. ``biases``: the projections' biases, not yet added (see
+    :func:`fused_attention`)."""
     options = {"scale": scale, "logit_cap": logit_cap}
     if implementation not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {list(ATTENTION_CHOICES)}, got {implementation!r}")
     if implementation == "xla" or not fits_fused(query.shape[1], query.shape[3], query.dtype):
-        return xla_attention(query, key, value, **options)
+        return xla_attention(*add_biases(query, key, value, biases), **options)
     if implementation == "fused":
-        return fused_attention(query, key, value, **options)
+        return fused_attention(query, key, value, **options, biases=biases)
     compiled = partial(fused_attention, **options, interpret=False)
-    reference = partial(xla_attention, **options)
-    return lax.platform_dependent(query, key, value, cuda=compiled, rocm=compiled, default=reference)
+    def reference(q, k, v, b):
+        return xla_attention(*add_biases(q, k, v, b), **options)
+
+    def kernel(q, k, v, b):
+        return compiled(q, k, v, biases=b)
+
+    if biases is None:
+        biases = (jnp.zeros(query.shape[2:], query.dtype),) * 3
+    return lax.platform_dependent(query, key, value, biases, cuda=kernel, rocm=kernel, default=reference)

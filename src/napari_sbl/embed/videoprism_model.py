@@ -151,19 +151,23 @@ class Linear(nn.Module):
 
 
 class HeadsProjection(nn.Module):
-    """``(..., D)`` → ``(..., heads, head_dim)`` with weight ``w [D, heads, head_dim]`` and bias ``b``."""
+    """``(..., D)`` → ``(..., heads, head_dim)`` with weight ``w [D, heads, head_dim]`` and bias ``b``.
+
+    Returns the product and the bias apart: the attention kernel adds the bias as it loads the product,
+    which spares a pass over it (``embed/attention.py``).
+    """
 
     num_heads: int
     head_dim: int
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array) -> tuple[Array, Array]:
         shape = (x.shape[-1], self.num_heads, self.head_dim)
         init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0, out_axis=(1, 2))
         w = self.param("w", init, shape, jnp.float32).astype(self.dtype)
         b = self.param("b", nn.initializers.zeros, shape[1:], jnp.float32).astype(self.dtype)
-        return jnp.einsum("...d,dnh->...nh", x.astype(self.dtype), w) + b
+        return jnp.einsum("...d,dnh->...nh", x.astype(self.dtype), w), b
 
 
 class OutputProjection(nn.Module):
@@ -196,9 +200,11 @@ class SelfAttention(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         project = partial(HeadsProjection, cfg.num_heads, cfg.head_dim, self.dtype)
-        query, key, value = (project(name=name)(x) for name in ("query", "key", "value"))
+        (query, query_bias), (key, key_bias), (value, value_bias) = (
+            project(name=name)(x) for name in ("query", "key", "value"))
         context = capped_attention(
-            query, key, value, scale=cfg.head_dim**-0.5, logit_cap=cfg.logit_cap, implementation=self.attention
+            query, key, value, scale=cfg.head_dim**-0.5, logit_cap=cfg.logit_cap, implementation=self.attention,
+            biases=(query_bias, key_bias, value_bias),
         )
         return OutputProjection(cfg.model_dim, self.dtype, name="post")(context)
 
