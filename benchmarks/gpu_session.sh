@@ -21,6 +21,9 @@
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 #   attention-ab    embed_backbone.py (bf16, fused, 32 clips, accuracy checked) on the source before the
 #                   unpadded, bias-adding attention kernel (.carry/before_attention.tgz) and on this tree
+#   unroll-ab       embed_backbone.py (bf16, fused, 32 clips, accuracy checked) on the source before the
+#                   layer scan was unrolled (.carry/before_unroll.tgz) and on this tree, then this tree under
+#                   three other attention tilings
 #   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
 #   xla-autotune    the same under XLA's most thorough GEMM autotuning and tiling search
 set -u
@@ -87,6 +90,17 @@ for name in "$@"; do
             benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --out "$OUT/backbone_before.md"
         step attention-after 150 env NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py --modes bf16 \
             --attention fused --batch-sizes 32 --out "$OUT/backbone_after.md" ;;
+    unroll-ab)
+        mkdir -p /tmp/before && tar -xzf .carry/before_unroll.tgz -C /tmp/before
+        step unroll-before 150 env PYTHONPATH=/tmp/site:/tmp/before/src NAPARI_SBL_JAX_CACHE=off python3 \
+            benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --out "$OUT/backbone_scan.md"
+        step unroll-after 150 env NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py --modes bf16 \
+            --attention fused --batch-sizes 32 --out "$OUT/backbone_unrolled.md"
+        for tiling in stream:128x8x64 stream:64x4x32 stream:64x8x64; do
+            step "tiling-${tiling//[^0-9x]/}" 90 env NAPARI_SBL_ATTENTION_TILING=$tiling NAPARI_SBL_JAX_CACHE=off \
+                python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
+            echo "$tiling: $(grep '^| bf16' "$OUT/logs/tiling-${tiling//[^0-9x]/}.log")" >>"$OUT/tilings.md"
+        done ;;
     embed-profile)
         step embed-profile 150 python3 benchmarks/embed_profile.py --out "$OUT" ;;
     xla-autotune)
