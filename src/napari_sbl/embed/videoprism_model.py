@@ -240,11 +240,7 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """``num_layers`` blocks under one ``nn.scan``, so each parameter carries a leading layer axis.
-
-    The scan is unrolled: as a loop, XLA on a GPU reads each step's loop condition back to the host,
-    and the GPU idles while the host launches the next step's kernels.
-    """
+    """``num_layers`` blocks under one ``nn.scan``, so each parameter carries a leading layer axis."""
 
     config: VideoPrismConfig
     num_layers: int
@@ -258,7 +254,6 @@ class TransformerStack(nn.Module):
             variable_axes={"params": 0},
             split_rngs={"params": True},
             length=self.num_layers,
-            unroll=self.num_layers,
         )
         x, _ = scanned(self.config, self.dtype, self.attention, name="x_layers")(x.astype(self.dtype))
         return x
