@@ -19,13 +19,8 @@
 #   track-recover   track_sam2.py, tiny and large: ours, ours-recover, ours-recover-ahead, upstream
 #   profile-gpu     track_profile.py --gpu, tiny and large: GPU ms per frame by component and kernel
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
-#   attention-ab    embed_backbone.py (bf16, fused, 32 clips, accuracy checked) on the source before the
-#                   unpadded, bias-adding attention kernel (.carry/before_attention.tgz) and on this tree
-#   unroll-ab       embed_backbone.py (bf16, fused, 32 clips, accuracy checked) on the source before the
-#                   layer scan was unrolled (.carry/before_unroll.tgz) and on this tree, then this tree under
-#                   three other attention tilings
 #   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
-#   xla-autotune    the same under XLA's most thorough GEMM autotuning and tiling search
+#   xla-autotune    embed_backbone.py (bf16, fused, 32 clips) under XLA's most thorough GEMM autotuning and tiling search
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -83,23 +78,6 @@ for name in "$@"; do
             step "xla${flags//[^a-z=]/_}" 120 env XLA_FLAGS="$flags" python3 benchmarks/embed_backbone.py \
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
-        done ;;
-    attention-ab)
-        mkdir -p /tmp/before && tar -xzf .carry/before_attention.tgz -C /tmp/before
-        step attention-before 150 env PYTHONPATH=/tmp/site:/tmp/before/src NAPARI_SBL_JAX_CACHE=off python3 \
-            benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --out "$OUT/backbone_before.md"
-        step attention-after 150 env NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py --modes bf16 \
-            --attention fused --batch-sizes 32 --out "$OUT/backbone_after.md" ;;
-    unroll-ab)
-        mkdir -p /tmp/before && tar -xzf .carry/before_unroll.tgz -C /tmp/before
-        step unroll-before 150 env PYTHONPATH=/tmp/site:/tmp/before/src NAPARI_SBL_JAX_CACHE=off python3 \
-            benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --out "$OUT/backbone_scan.md"
-        step unroll-after 150 env NAPARI_SBL_JAX_CACHE=off python3 benchmarks/embed_backbone.py --modes bf16 \
-            --attention fused --batch-sizes 32 --out "$OUT/backbone_unrolled.md"
-        for tiling in stream:128x8x64 stream:64x4x32 stream:64x8x64; do
-            step "tiling-${tiling//[^0-9x]/}" 90 env NAPARI_SBL_ATTENTION_TILING=$tiling NAPARI_SBL_JAX_CACHE=off \
-                python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
-            echo "$tiling: $(grep '^| bf16' "$OUT/logs/tiling-${tiling//[^0-9x]/}.log")" >>"$OUT/tilings.md"
         done ;;
     embed-profile)
         step embed-profile 150 python3 benchmarks/embed_profile.py --out "$OUT" ;;
