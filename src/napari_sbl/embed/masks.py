@@ -21,11 +21,11 @@ from napari_sbl.embed.registration import ABSENT_BODY, body_moments, stack_bodie
 from napari_sbl.io.yuv import Box
 
 READ_AHEAD = 64
+"""Samples whose masks are in flight at once (bounds the memory of whole label images)."""
 MEASURE_THREADS = 2
 """Most threads measuring masks: the work holds the GIL for most of each sample (zstd, moments), so more
 threads only contend: on the 9,320-frame test video, 1 thread 0.93 s, 2 1.02, 4 1.12, 16 1.21 (2 cores);
 two still overlap the file reads where a store sits on a slow or network disk."""
-"""Samples whose masks are in flight at once (bounds the memory of whole label images)."""
 
 
 @dataclass
