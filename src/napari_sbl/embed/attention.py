@@ -133,6 +133,11 @@ def add_biases(query: Array, key: Array, value: Array, biases: Biases | None) ->
     return tuple(x + b.astype(x.dtype) for x, b in zip((query, key, value), biases, strict=True))
 
 
+def _given_or_zero(biases: Biases | None, query: Array) -> Biases:
+    """``biases``, or zeros of the ``(heads, dh)`` shape: ``platform_dependent`` wants arrays in every branch."""
+    return biases if biases is not None else (jnp.zeros(query.shape[2:], query.dtype),) * 3
+
+
 def _fused_call(query: Array, key: Array, value: Array, biases: Biases, *, scale: float, logit_cap: float,
                 tiling: KernelTiling, interpret: bool) -> Array:
     num_keys, head_dim = query.shape[1], query.shape[3]
@@ -168,8 +173,7 @@ def fused_attention(query: Array, key: Array, value: Array, *, scale: float, log
     """
     if key.shape != query.shape or value.shape != query.shape:
         raise ValueError(f"query, key and value must share one shape, got {query.shape}, {key.shape}, {value.shape}")
-    if biases is None:
-        biases = (jnp.zeros(query.shape[2:], query.dtype),) * 3
+    biases = _given_or_zero(biases, query)
     call = partial(_fused_call, scale=scale, logit_cap=logit_cap, tiling=tiling or KernelTiling.from_environment())
     if interpret is not None:
         return call(query, key, value, biases, interpret=interpret)
@@ -190,13 +194,12 @@ def capped_attention(query: Array, key: Array, value: Array, *, scale: float, lo
         return xla_attention(*add_biases(query, key, value, biases), **options)
     if implementation == "fused":
         return fused_attention(query, key, value, **options, biases=biases)
-    compiled = partial(fused_attention, **options, interpret=False)
+
     def reference(q, k, v, b):
         return xla_attention(*add_biases(q, k, v, b), **options)
 
     def kernel(q, k, v, b):
-        return compiled(q, k, v, biases=b)
+        return fused_attention(q, k, v, **options, interpret=False, biases=b)
 
-    if biases is None:
-        biases = (jnp.zeros(query.shape[2:], query.dtype),) * 3
+    biases = _given_or_zero(biases, query)
     return lax.platform_dependent(query, key, value, biases, cuda=kernel, rocm=kernel, default=reference)
