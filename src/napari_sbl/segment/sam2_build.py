@@ -1,8 +1,9 @@
 """Building SAM2's video predictor the way :class:`~.sam2_tracker.Sam2Tracker` runs it.
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
-weights stored in bf16, the image encoder or the per-frame modules compiled, the per-frame modules
-replayed from CUDA graphs, hole filling switched off where SAM2's extension is missing.
+weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
+compiled, the per-frame modules replayed from CUDA graphs, hole filling switched off where SAM2's
+extension is missing.
 """
 
 from __future__ import annotations
