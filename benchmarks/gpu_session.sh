@@ -21,6 +21,9 @@
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 #   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
 #   xla-autotune    embed_backbone.py (bf16, fused, 32 clips) under XLA's most thorough GEMM autotuning and tiling search
+#   mlp-chunks      embed_backbone.py (bf16, fused, 32 clips): the MLP unchunked and in 2048/3072/6144-row chunks
+#                   (165,888 rows in either stack at 32 clips, so each divides; 12/18/36 MiB of bf16 hidden per
+#                   chunk against the H100's 50 MB L2)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -87,6 +90,9 @@ for name in "$@"; do
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
         done ;;
+    mlp-chunks)
+        step mlp-chunks 240 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
+            --no-check --mlp-chunk-rows 0 2048 3072 6144 --out "$OUT/embed_mlp_chunks.md" ;;
     *) echo "unknown step $name" | tee -a "$OUT/steps.txt" ;;
     esac
 done
