@@ -16,6 +16,7 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
   batch's encoding with this batch's tracking);
 - ``ours-compiled-encoder``: ``ours`` with the image encoder through ``torch.compile`` (default mode);
 - ``ours-graphs-cudnn``: ``ours`` with cuDNN attention first (its host work replayed from the graphs);
+- ``ours-unfused``: ``ours`` with SAM2's own memory cross-attention (not our Triton kernels);
 - ``ours-eager``: ``ours`` without CUDA graphs (every kernel launched from Python, as SAM2 does);
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
@@ -53,7 +54,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
-    "ours", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
+    "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
@@ -241,6 +242,8 @@ def make_tracker(config: dict) -> object:
             config["impl"], ("flash", "efficient", "math")),
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
+        fused_cross_attention=config["impl"] != "ours-unfused",
+        cross_attention_tiling=config.get("cross_attention_tiling", ""),
     )
     return Sam2Tracker(params)
 
@@ -325,7 +328,8 @@ def markdown_table(results: list[dict], args: argparse.Namespace) -> str:
         f"{datetime.date.today().isoformat()}",
         f"- video: {video}; two animals clicked on the middle frame; forward then backward over all frames",
         f"- weights: {args.weights}; image size {first.get('image_size', '?')}; bf16 autocast; "
-        f"encoder batch {args.encoder_batch} frames (ours)",
+        f"encoder batch {args.encoder_batch} frames (ours); cross-attention tiling "
+        f"{args.cross_attention_tiling or 'default'} (ours)",
         "- fps = frames / tracking seconds (prompts + propagation + labels on the host); 'load s' is "
         "SAM2's init_state (JPEG path only); 'held' = most non-conditioning outputs per animal in the state",
         f"- command: `python benchmarks/track_sam2.py {' '.join(sys.argv[1:])}`",
@@ -356,6 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", choices=("random", "pretrained"), default="random")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--encoder-batch", type=int, default=8)
+    parser.add_argument("--cross-attention-tiling", default="", help="Sam2Params.cross_attention_tiling (ours)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/track.md")
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: tiny shrunken model, 24 frames")
@@ -394,6 +399,7 @@ def main(argv: list[str] | None = None) -> None:
                     config = {
                         "model": model, "frames": n, "impl": impl, "weights": args.weights,
                         "device": args.device, "encoder_batch": args.encoder_batch,
+                        "cross_attention_tiling": args.cross_attention_tiling,
                         "overrides": list(tiny_test_overrides()) if args.quick else [], "video_npy": video_npy,
                         "jpeg_dir": jpeg_dirs.get(n), "height": args.height, "width": args.width,
                     }  # fmt: skip

@@ -10,6 +10,9 @@ import pytest
 
 # compiled JAX programs of test runs stay out of the user's cache (tests/embed/test_jax_setup.py turns it on)
 os.environ.setdefault("NAPARI_SBL_JAX_CACHE", "off")
+# Triton kernels (SAM2's fused cross-attention) run in Triton's interpreter on CPU tensors; it must be on
+# before triton is first imported, by anything, or its library functions stay compiled-only
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"

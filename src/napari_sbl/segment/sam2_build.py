@@ -2,8 +2,8 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the per-frame modules replayed from CUDA graphs, hole filling switched off where SAM2's
-extension is missing.
+compiled, the memory cross-attention fused, the per-frame modules replayed from CUDA graphs, hole
+filling switched off where SAM2's extension is missing.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         store_autocast_weights(predictor, torch.bfloat16)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
+    if params.fused_cross_attention and device.type == "cuda" and not params.compile:
+        _fuse_cross_attention(predictor, params.cross_attention_tiling)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
@@ -80,6 +82,16 @@ def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     for layer in layers:
         layer.to(dtype)
     return len(layers)
+
+
+def _fuse_cross_attention(predictor: Any, tiling: str) -> None:
+    try:
+        from napari_sbl.segment.sam2_attention_kernels import DEFAULT_TILING, AttentionTiling
+        from napari_sbl.segment.sam2_cross_attention import fuse_memory_cross_attention
+    except ImportError as err:  # no Triton on this platform: SAM2's own attention
+        logger.info("memory cross-attention not fused: %s", err)
+        return
+    fuse_memory_cross_attention(predictor.memory_attention, AttentionTiling.parse(tiling) if tiling else DEFAULT_TILING)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

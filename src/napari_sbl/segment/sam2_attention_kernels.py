@@ -1,0 +1,189 @@
+"""Triton kernels for SAM2's memory cross-attention: rotary encoding, then one-head attention.
+
+:mod:`.sam2_cross_attention` explains why the attention runs on the memories' own channels. Here:
+
+- :func:`rotate_pairs` applies SAM2's rotary encoding in float32 registers and rounds once, as SAM2
+  does through complex float32 copies, and writes each row as ``[rotated evens | rotated odds]``.
+  Queries and keys both leave in that order, so their dot products are SAM2's.
+- :func:`attention` is a flash-style forward pass (running max and sum, one pass over the keys)
+  whose queries/keys are ``dim`` wide and whose values are ``value_dim`` wide. The key axis can be
+  split over several programs, merged afterwards by their log-sum-exp: with one head and two
+  animals, 4,096 queries make too few query blocks to fill an H100's 132 multiprocessors.
+
+Both run under CUDA graph capture (no autotuning, no host synchronisation) and, with
+``TRITON_INTERPRET=1`` set before this module is imported, on the CPU (the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2_E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class AttentionTiling:
+    """Query rows and key columns per block, warps, pipeline stages and key splits of :func:`attention`.
+
+    The default was the fastest of ten on an H100 (benchmarks/results/sam2_cross_attention.md).
+    """
+
+    block_queries: int = 128
+    block_keys: int = 64
+    warps: int = 8
+    stages: int = 3
+    key_splits: int = 4
+
+    @classmethod
+    def parse(cls, text: str) -> AttentionTiling:
+        """``"64x64x4x3x2"`` (the fields in order) → a tiling; benchmarks name tilings this way."""
+        return cls(*(int(part) for part in text.split("x")))
+
+
+DEFAULT_TILING = AttentionTiling()
+
+
+# counts change as a pass fills its memory: not specialised on (no recompiling mid-video)
+@triton.jit(do_not_specialize=["rows", "rotated_rows"])
+def _rotate_pairs_kernel(
+    x_ptr, cos_ptr, sin_ptr, out_ptr, rows, rotated_rows, positions,
+    x_batch_stride, x_row_stride, out_batch_stride, out_row_stride, scale,
+    BLOCK_ROWS: tl.constexpr, HALF: tl.constexpr,
+):
+    block = tl.program_id(0)
+    batch = tl.program_id(1)
+    row = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    pair = tl.arange(0, HALF)
+    in_range = (row < rows)[:, None]
+    source = x_ptr + batch * x_batch_stride + row[:, None] * x_row_stride + 2 * pair[None, :]
+    even = tl.load(source, mask=in_range, other=0.0).to(tl.float32)
+    odd = tl.load(source + 1, mask=in_range, other=0.0).to(tl.float32)
+    rotated = (row < rotated_rows)[:, None] & in_range
+    table = (row % positions)[:, None] * HALF + pair[None, :]
+    cos = tl.load(cos_ptr + table, mask=rotated, other=1.0)
+    sin = tl.load(sin_ptr + table, mask=rotated, other=0.0)
+    target = out_ptr + batch * out_batch_stride + row[:, None] * out_row_stride + pair[None, :]
+    out_type = out_ptr.dtype.element_ty
+    # round as SAM2 does, then scale (exactly, by a power of two)
+    rotated_even = (even * cos - odd * sin).to(out_type).to(tl.float32) * scale
+    rotated_odd = (even * sin + odd * cos).to(out_type).to(tl.float32) * scale
+    tl.store(target, rotated_even.to(out_type), mask=in_range)
+    tl.store(target + HALF, rotated_odd.to(out_type), mask=in_range)
+
+
+def rotate_pairs(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotated_rows: int, scale: float = 1.0,
+) -> torch.Tensor:
+    """Rotate the channel pairs of the first ``rotated_rows`` rows of ``x`` (batch, rows, channels).
+
+    Row ``r`` takes the angles of position ``r % len(cos)`` (SAM2 repeats the frame's positions for
+    every memory frame); the rows after ``rotated_rows`` (object pointers) are only reordered.
+    ``scale`` multiplies the rounded result (a power of two keeps it exact).
+    """
+    batch, rows, channels = x.shape
+    half = channels // 2
+    out = torch.empty((batch, rows, channels), dtype=x.dtype, device=x.device)
+    block_rows = 32
+    grid = (triton.cdiv(rows, block_rows), batch)
+    _rotate_pairs_kernel[grid](
+        x, cos, sin, out, rows, rotated_rows, cos.shape[0], x.stride(0), x.stride(1), out.stride(0),
+        out.stride(1), scale, BLOCK_ROWS=block_rows, HALF=half,
+    )
+    return out
+
+
+@triton.jit(do_not_specialize=["queries", "keys", "keys_per_split"])
+def _attention_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, max_ptr, sum_ptr, queries, keys, keys_per_split,
+    q_batch_stride, q_row_stride, k_batch_stride, k_row_stride, v_batch_stride, v_row_stride,
+    out_split_stride, out_batch_stride, out_row_stride, stat_split_stride, stat_batch_stride,
+    DIM: tl.constexpr, VALUE_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr,
+    NORMALISE: tl.constexpr,
+):
+    block = tl.program_id(0)
+    batch = tl.program_id(1)
+    split = tl.program_id(2)
+    query = block * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    channel = tl.arange(0, DIM)
+    value_channel = tl.arange(0, VALUE_DIM)
+    q = tl.load(q_ptr + batch * q_batch_stride + query[:, None] * q_row_stride + channel[None, :],
+                mask=(query < queries)[:, None], other=0.0)
+    running_max = tl.full((BLOCK_Q,), float("-inf"), tl.float32)
+    running_sum = tl.zeros((BLOCK_Q,), tl.float32)
+    acc = tl.zeros((BLOCK_Q, VALUE_DIM), tl.float32)
+    first = split * keys_per_split
+    last = tl.minimum(first + keys_per_split, keys)
+    k_base = k_ptr + batch * k_batch_stride
+    v_base = v_ptr + batch * v_batch_stride
+    for start in range(first, last, BLOCK_K):
+        key = start + tl.arange(0, BLOCK_K)
+        present = key < last
+        k = tl.load(k_base + key[:, None] * k_row_stride + channel[None, :], mask=present[:, None], other=0.0)
+        scores = tl.dot(q, tl.trans(k)) * 1.4426950408889634
+        scores = tl.where(present[None, :], scores, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(scores, 1))
+        weights = tl.exp2(scores - new_max[:, None])
+        decay = tl.exp2(running_max - new_max)
+        running_sum = running_sum * decay + tl.sum(weights, 1)
+        v = tl.load(v_base + key[:, None] * v_row_stride + value_channel[None, :], mask=present[:, None], other=0.0)
+        acc = acc * decay[:, None] + tl.dot(weights.to(q.dtype), v.to(q.dtype))
+        running_max = new_max
+    stored = (query < queries)[:, None]
+    target = out_ptr + split * out_split_stride + batch * out_batch_stride + query[:, None] * out_row_stride
+    if NORMALISE:
+        tl.store(target + value_channel[None, :], (acc / running_sum[:, None]).to(out_ptr.dtype.element_ty),
+                 mask=stored)
+    else:
+        tl.store(target + value_channel[None, :], acc, mask=stored)
+        stat = split * stat_split_stride + batch * stat_batch_stride + query
+        tl.store(max_ptr + stat, running_max, mask=query < queries)
+        tl.store(sum_ptr + stat, running_sum, mask=query < queries)
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiling: AttentionTiling = DEFAULT_TILING,
+) -> torch.Tensor:
+    """``softmax(q kᵀ) v`` for one head: q (batch, queries, dim), k (batch, keys, dim), v (batch, keys,
+    value_dim); q already carries the softmax scale. Returns (batch, queries, value_dim) in q's dtype.
+
+    Channel rows must be contiguous (``stride(-1) == 1``); batch and row strides are free, so SAM2's
+    sequence-first memories are read without a copy. ``v`` may be float32: it is rounded to q's dtype
+    on load, as SAM2's bf16 value projection would round it.
+    """
+    batch, queries, dim = q.shape
+    keys, value_dim = k.shape[1], v.shape[2]
+    block_keys = tiling.block_keys
+    splits = max(1, min(tiling.key_splits, triton.cdiv(keys, block_keys)))
+    keys_per_split = triton.cdiv(triton.cdiv(keys, splits), block_keys) * block_keys
+    splits = triton.cdiv(keys, keys_per_split)
+    grid = (triton.cdiv(queries, tiling.block_queries), batch, splits)
+    if splits == 1:
+        out = torch.empty((1, batch, queries, value_dim), dtype=q.dtype, device=q.device)
+        running_max = running_sum = out  # not written
+    else:
+        out = torch.empty((splits, batch, queries, value_dim), dtype=torch.float32, device=q.device)
+        running_max = torch.empty((splits, batch, queries), dtype=torch.float32, device=q.device)
+        running_sum = torch.empty_like(running_max)
+    _attention_kernel[grid](
+        q, k, v, out, running_max, running_sum, queries, keys, keys_per_split,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), out.stride(2), running_max.stride(0) if splits > 1 else 0,
+        running_max.stride(1) if splits > 1 else 0,
+        DIM=dim, VALUE_DIM=value_dim, BLOCK_Q=tiling.block_queries, BLOCK_K=block_keys,
+        NORMALISE=splits == 1, num_warps=tiling.warps, num_stages=tiling.stages,
+    )
+    if splits == 1:
+        return out[0]
+    return _merge_splits(out, running_max, running_sum).to(q.dtype)
+
+
+def _merge_splits(partial: torch.Tensor, running_max: torch.Tensor, running_sum: torch.Tensor) -> torch.Tensor:
+    """Combine per-split unnormalised outputs by their maxima (base-2 logits) and sums."""
+    overall = running_max.amax(dim=0, keepdim=True)
+    weight = torch.exp2(running_max - overall)
+    total = (partial * weight[..., None]).sum(dim=0)
+    return total / (running_sum * weight).sum(dim=0)[..., None]

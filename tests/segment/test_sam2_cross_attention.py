@@ -1,0 +1,135 @@
+"""The fused memory cross-attention against SAM2's own, with Triton's interpreter running the kernels on
+the CPU (float16: the interpreter's bfloat16 arithmetic is not faithful; benchmarks/sam2_cross_attention.py
+checks bf16 on a GPU)."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+pytest.importorskip("triton")
+
+from napari_sbl.segment.sam2_build import build_predictor, store_autocast_weights  # noqa: E402
+from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
+
+POINTER_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    """The kernel and module code; tests/conftest.py has Triton interpret them on the CPU."""
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    import napari_sbl.segment.sam2_attention_kernels as kernel_module
+    import napari_sbl.segment.sam2_cross_attention as cross_module
+
+    return kernel_module, cross_module
+
+
+@pytest.fixture(scope="module")
+def memory_attention():
+    """One memory attention layer at SAM2.1's widths (256 tokens wide, 64-channel memories), 8×8 tokens."""
+    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
+                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
+    return build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+
+
+def memory_inputs(frames: int = 2, seed: int = 0) -> tuple:
+    generator = torch.Generator().manual_seed(seed)
+    keys = frames * 64 + POINTER_TOKENS
+    curr = torch.randn(64, 2, 256, generator=generator)
+    memory = torch.randn(keys, 2, 64, generator=generator)
+    return curr, memory, torch.randn(curr.shape, generator=generator), torch.randn(memory.shape, generator=generator)
+
+
+def relative_error(value, exact) -> float:
+    return float((value.float() - exact.float()).norm() / exact.float().norm())
+
+
+def test_rotate_pairs_rotates_sam2_pairs_and_keeps_pointer_rows(kernels):
+    kernel_module, _ = kernels
+    x = torch.randn(2, 10, 8).half()
+    cos, sin = torch.randn(4, 4), torch.randn(4, 4)
+    out = kernel_module.rotate_pairs(x, cos, sin, rotated_rows=7, scale=0.5)
+    even, odd = x.float()[..., 0::2], x.float()[..., 1::2]
+    position = torch.arange(10) % 4  # the positions repeat for every memory frame
+    rotated = (torch.arange(10) < 7)[:, None]
+    expected_even = torch.where(rotated, even * cos[position] - odd * sin[position], even)
+    expected_odd = torch.where(rotated, even * sin[position] + odd * cos[position], odd)
+    expected = torch.cat([expected_even, expected_odd], -1).half().float() * 0.5
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("tiling", ["16x16x4x2x1", "16x16x4x2x3", "32x16x4x2x2"])
+def test_attention_equals_softmax_weighted_values(kernels, tiling):
+    kernel_module, _ = kernels
+    q = (torch.randn(2, 40, 32) / 4).half()
+    k = torch.randn(2, 70, 32).half()  # 70 keys: a partial last block in every split
+    v = torch.randn(70, 2, 16).transpose(0, 1)  # sequence-first float32 memories, read through their strides
+    out = kernel_module.attention(q, k, v, kernel_module.AttentionTiling.parse(tiling))
+    expected = torch.softmax(q.float() @ k.float().transpose(1, 2), -1) @ v.half().float()
+    assert out.shape == (2, 40, 16) and out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=2e-3)
+
+
+def test_fused_cross_attention_matches_sam2(kernels, memory_attention):
+    _, cross_module = kernels
+    curr, memory, _, memory_pos = memory_inputs()
+    original = memory_attention.layers[0].cross_attn_image
+    half = copy.deepcopy(original)
+    store_autocast_weights(half, torch.float16)
+    query = curr.transpose(0, 1)
+    args = (query, (memory + memory_pos).transpose(0, 1), memory.transpose(0, 1))
+    with torch.no_grad():
+        exact = original(*args, num_k_exclude_rope=POINTER_TOKENS)
+        with torch.autocast("cpu", dtype=torch.float16):
+            sam2_half = half(*args, num_k_exclude_rope=POINTER_TOKENS)
+            fused = cross_module.MemoryCrossAttention(half, off_gpu=False)
+            on_cpu = fused(*args, num_k_exclude_rope=POINTER_TOKENS)
+            fused.off_gpu = True
+            interpreted = fused(*args, num_k_exclude_rope=POINTER_TOKENS)
+    # off the GPU it is SAM2's module, bit for bit; through the kernels, as close to float32 as SAM2's half
+    assert torch.equal(on_cpu, sam2_half)
+    assert relative_error(interpreted, exact) < 1.5 * relative_error(sam2_half, exact) + 1e-4
+    assert relative_error(interpreted, exact) < 2e-3
+
+
+def test_whole_memory_attention_keeps_pointer_tokens_unrotated(kernels, memory_attention):
+    """SAM2 passes the object-pointer count only to RoPEAttention layers; rotated pointers would show here."""
+    _, cross_module = kernels
+    curr, memory, curr_pos, memory_pos = memory_inputs(frames=3, seed=1)
+    half = copy.deepcopy(memory_attention)
+    store_autocast_weights(half, torch.float16)
+    fused = copy.deepcopy(half)
+    assert cross_module.fuse_memory_cross_attention(fused) == len(fused.layers)
+    assert cross_module.fuse_memory_cross_attention(fused) == 0  # already fused
+    for layer in fused.layers:
+        layer.cross_attn_image.off_gpu = True
+    with torch.no_grad():
+        exact = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+        with torch.autocast("cpu", dtype=torch.float16):
+            sam2_half = half(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+            ours = fused(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+    assert relative_error(ours, exact) < 1.5 * relative_error(sam2_half, exact) + 1e-5
+
+
+def test_float32_activations_fall_back_to_sam2(kernels, memory_attention):
+    _, cross_module = kernels
+    curr, memory, _, memory_pos = memory_inputs()
+    original = memory_attention.layers[0].cross_attn_image
+    fused = cross_module.MemoryCrossAttention(original, off_gpu=True)
+    args = (curr.transpose(0, 1), (memory + memory_pos).transpose(0, 1), memory.transpose(0, 1))
+    with torch.no_grad():
+        assert torch.equal(fused(*args, num_k_exclude_rope=POINTER_TOKENS),
+                           original(*args, num_k_exclude_rope=POINTER_TOKENS))
+
+
+def test_tiling_parses_in_field_order(kernels):
+    kernel_module, _ = kernels
+    tiling = kernel_module.AttentionTiling.parse("128x32x8x3x2")
+    assert (tiling.block_queries, tiling.block_keys, tiling.warps, tiling.stages, tiling.key_splits) == (
+        128, 32, 8, 3, 2)
