@@ -24,6 +24,11 @@
 #   mlp-chunks      embed_backbone.py (bf16, fused, 32 clips): the MLP unchunked and in 2048/3072/6144-row chunks
 #                   (165,888 rows in either stack at 32 clips, so each divides; 12/18/36 MiB of bf16 hidden per
 #                   chunk against the H100's 50 MB L2)
+#   cross-attention sam2_cross_attention.py: SAM2's memory cross-attention against our Triton kernels, every
+#                   tiling; the fastest accurate one is written to $OUT/sam2_cross_attention.best
+#   fused-check     masks of `ours` (fused cross-attention) against `ours-unfused`, tiny, 150 frames
+#   track-fused     track_sam2.py, tiny and large: ours (fastest tiling), ours-unfused, upstream; large also
+#                   with the compiled image encoder
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -70,6 +75,19 @@ for name in "$@"; do
     track-recover)
         step track-recover 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
             --impls ours ours-recover ours-recover-ahead upstream-lazy --timeout 120 --out "$OUT/track_recover.md" ;;
+    cross-attention)
+        step cross-attention 240 python3 benchmarks/sam2_cross_attention.py --out "$OUT/sam2_cross_attention.md" ;;
+    fused-check)
+        step fused-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours ours-unfused ;;
+    track-fused)
+        tiling=$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)
+        step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
+            --impls ours ours-unfused upstream-lazy --cross-attention-tiling "$tiling" --timeout 100 \
+            --out "$OUT/track_fused_tiny.md"
+        step track-fused-large 330 python3 benchmarks/track_sam2.py --models large --frames 300 \
+            --impls ours ours-compiled-encoder ours-unfused upstream-lazy --cross-attention-tiling "$tiling" \
+            --timeout 150 --out "$OUT/track_fused_large.md" ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \
