@@ -52,11 +52,9 @@ Array = jax.Array
 
 
 @lru_cache(maxsize=8)
-def _compiled_forward(
-    config: VideoPrismConfig, dtype: str, attention: str, mlp_chunk_rows: int = 0
-) -> Callable[..., Any]:
-    """One jitted forward per module setting, shared by all encoders so a reload does not recompile."""
-    module = FactorizedEncoder(config, jnp.dtype(dtype), attention, mlp_chunk_rows)
+def _compiled_forward(config: VideoPrismConfig, dtype: str, attention: str) -> Callable[..., Any]:
+    """One jitted forward per (config, dtype, attention), shared by all encoders so a reload does not recompile."""
+    module = FactorizedEncoder(config, jnp.dtype(dtype), attention)
 
     def forward(variables: dict[str, Any], frames: Array, grid: bool, with_spatial: bool) -> Any:
         if frames.dtype == jnp.uint8:
@@ -90,8 +88,6 @@ class VideoPrismEncoder:
     Variables live on the device in the compute dtype (cast once at load), and the forward pass is
     jitted once per input shape. ``attention`` is both stacks' attention: 'auto' (the fused Pallas
     kernel on a GPU, XLA elsewhere), 'xla' or 'fused'; None reads ``$NAPARI_SBL_ATTENTION``, else 'auto'.
-    ``mlp_chunk_rows`` > 0 runs each MLP over that many token rows at a time (an experiment in keeping
-    its hidden activation in the GPU's L2 cache, see ``FeedForward``); same weights, same tokens.
     """
 
     config: VideoPrismConfig
@@ -100,16 +96,13 @@ class VideoPrismEncoder:
     checkpoint_path: Path | None = None
     weights_source: str = "checkpoint"
     attention: str | None = None
-    mlp_chunk_rows: int = 0
 
     def __post_init__(self) -> None:
         self.dtype = ckpt.canonical_dtype(self.dtype)
         self.attention = resolve_attention(self.attention)
-        if self.mlp_chunk_rows < 0:
-            raise ValueError(f"mlp_chunk_rows must be 0 (off) or a positive row count, got {self.mlp_chunk_rows}")
         compute_dtype = jnp.dtype(self.dtype)
         self.variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, compute_dtype), self.variables)
-        self._forward = _compiled_forward(self.config, self.dtype, self.attention, self.mlp_chunk_rows)
+        self._forward = _compiled_forward(self.config, self.dtype, self.attention)
 
     def check_frames(self, frames: Any) -> None:
         """Raise :class:`ClipShapeError` unless ``frames`` is ``(B, T, H, W, 3)`` with H, W multiples of p."""

@@ -210,43 +210,18 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Pre-norm MLP ``W2·GELU(W1·LN(x) + b1) + b2``, exact (erf) GELU; the caller adds the residual.
-
-    ``mlp_chunk_rows`` > 0 computes it over the flattened (batch·tokens) rows that many at a time, one
-    chunk after another (an ``nn.scan``; rows zero-padded to whole chunks), so that a chunk's
-    ``(rows, mlp_dim)`` hidden activation can stay in the GPU's L2 cache from fc1 through the GELU pass
-    to fc2 instead of round-tripping through HBM. Each token's MLP is independent: same parameters
-    (applied to every chunk), same result per token. 0 computes all rows at once.
-    """
+    """Pre-norm MLP ``W2·GELU(W1·LN(x) + b1) + b2``, exact (erf) GELU; the caller adds the residual."""
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
-    mlp_chunk_rows: int = 0
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        rows = x.reshape(-1, x.shape[-1])
-        chunk_rows, row_count = self.mlp_chunk_rows, rows.shape[0]
-        if not 0 < chunk_rows < row_count:
-            return self.mlp(x)
-        chunk_count = -(-row_count // chunk_rows)
-        padded = jnp.pad(rows, ((0, chunk_count * chunk_rows - row_count), (0, 0)))
-        scanned = nn.scan(
-            lambda module, carry, chunk: (carry, module.mlp(chunk)),
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            length=chunk_count,
-        )
-        _, out = scanned(self, None, padded.reshape(chunk_count, chunk_rows, -1))
-        return out.reshape(-1, out.shape[-1])[:row_count].reshape(x.shape)
-
-    def mlp(self, x: Array) -> Array:
-        """The MLP on ``(..., D)`` rows; its layers are this module's children, named as upstream."""
         cfg = self.config
-        hidden = LayerNorm(cfg.layer_norm_eps, self.dtype, parent=self, name="layer_norm")(x)
-        hidden = Linear(cfg.mlp_dim, self.dtype, parent=self, name="ffn_layer1")(hidden)
+        hidden = LayerNorm(cfg.layer_norm_eps, self.dtype, name="layer_norm")(x)
+        hidden = Linear(cfg.mlp_dim, self.dtype, name="ffn_layer1")(hidden)
         hidden = exact_gelu(hidden)
-        return Linear(cfg.model_dim, self.dtype, parent=self, name="ffn_layer2")(hidden)
+        return Linear(cfg.model_dim, self.dtype, name="ffn_layer2")(hidden)
 
 
 class TransformerBlock(nn.Module):
@@ -255,13 +230,12 @@ class TransformerBlock(nn.Module):
     config: VideoPrismConfig
     dtype: Any = jnp.float32
     attention: str = "xla"
-    mlp_chunk_rows: int = 0
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, None]:
         normed = LayerNorm(self.config.layer_norm_eps, self.dtype, name="layer_norm")(x)
         x = x + SelfAttention(self.config, self.dtype, self.attention, name="self_attention")(normed)
-        x = x + FeedForward(self.config, self.dtype, self.mlp_chunk_rows, name="ff_layer")(x)
+        x = x + FeedForward(self.config, self.dtype, name="ff_layer")(x)
         return x, None
 
 
@@ -272,7 +246,6 @@ class TransformerStack(nn.Module):
     num_layers: int
     dtype: Any = jnp.float32
     attention: str = "xla"
-    mlp_chunk_rows: int = 0
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -282,8 +255,7 @@ class TransformerStack(nn.Module):
             split_rngs={"params": True},
             length=self.num_layers,
         )
-        block = scanned(self.config, self.dtype, self.attention, self.mlp_chunk_rows, name="x_layers")
-        x, _ = block(x.astype(self.dtype))
+        x, _ = scanned(self.config, self.dtype, self.attention, name="x_layers")(x.astype(self.dtype))
         return x
 
 
@@ -294,13 +266,10 @@ class Encoder(nn.Module):
     num_layers: int
     dtype: Any = jnp.float32
     attention: str = "xla"
-    mlp_chunk_rows: int = 0
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        stack = TransformerStack(
-            self.config, self.num_layers, self.dtype, self.attention, self.mlp_chunk_rows, name="transformers_stack"
-        )
+        stack = TransformerStack(self.config, self.num_layers, self.dtype, self.attention, name="transformers_stack")
         return stack(x)
 
 
@@ -325,13 +294,11 @@ class FactorizedEncoder(nn.Module):
     trained one resize the positional tables (upstream additionally asserts H == W; we do not need to).
     ``attention`` ('xla', 'fused', 'auto') is both stacks' attention: the spatial one's N keys per
     frame and the temporal one's T keys per patch location (padded to 16 for the kernel, and masked).
-    ``mlp_chunk_rows`` (0: off) is both stacks' MLP chunking (:class:`FeedForward`); no parameter changes.
     """
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
     attention: str = "xla"
-    mlp_chunk_rows: int = 0
 
     @nn.compact
     def __call__(self, frames: Array) -> tuple[Array, Array]:
@@ -339,12 +306,11 @@ class FactorizedEncoder(nn.Module):
         batch, num_frames, height, width, channels = frames.shape
         rows, cols = height // cfg.patch_size, width // cfg.patch_size
         tokens_per_frame = rows * cols
-        encoder = partial(Encoder, cfg, dtype=dtype, attention=self.attention, mlp_chunk_rows=self.mlp_chunk_rows)
         patches = patchify(frames.reshape(batch * num_frames, height, width, channels), cfg.patch_size)
         x = Linear(cfg.model_dim, dtype, name="patch_projection")(patches.astype(dtype))
         spatial_table = PositionTable(cfg.pos_emb_grid**2, cfg.model_dim, dtype, name="spatial_pos_emb")()
         x = x + resize_spatial_table(spatial_table, cfg.pos_emb_grid, rows, cols)
-        x = encoder(cfg.num_spatial_layers, name="spatial_encoder")(x)
+        x = Encoder(cfg, cfg.num_spatial_layers, dtype, self.attention, name="spatial_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="spatial_ln")(x)
         spatial_features = x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim)
 
@@ -352,7 +318,7 @@ class FactorizedEncoder(nn.Module):
         x = x.reshape(batch * tokens_per_frame, num_frames, cfg.model_dim)
         temporal_table = PositionTable(cfg.pos_emb_frames, cfg.model_dim, dtype, name="temporal_pos_emb")()
         x = x + resize_temporal_table(temporal_table, num_frames)
-        x = encoder(cfg.num_temporal_layers, name="temporal_encoder")(x)
+        x = Encoder(cfg, cfg.num_temporal_layers, dtype, self.attention, name="temporal_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="temporal_ln")(x)
         x = x.reshape(batch, tokens_per_frame, num_frames, cfg.model_dim).transpose(0, 2, 1, 3)
         return x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim), spatial_features
