@@ -5,19 +5,15 @@ the encoder's compute only: no decoding, resizing or host-to-device copies. Dona
 buffer would not help (the output has a different shape), so nothing is donated. ``--attention``
 times each mode with each attention implementation (XLA einsums or the fused Pallas kernel),
 same process, same weights, and reports how far their tokens are apart on one clip.
-``--mlp-chunk-rows`` times each MLP chunking (``FeedForward.mlp_chunk_rows``: the MLP over that many
-token rows at a time, so its hidden activation can stay in the GPU's L2; 0 is off) as its own row.
 
     python benchmarks/embed_backbone.py --out benchmarks/results/embed_backbone.md
     python benchmarks/embed_backbone.py --modes bf16 --attention xla fused
-    python benchmarks/embed_backbone.py --modes bf16 --attention fused --mlp-chunk-rows 0 3072 6144
     python benchmarks/embed_backbone.py --quick          # tiny config, one batch; runs on CPU
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import sys
@@ -57,8 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=["fp32-tf32", "bf16"], choices=sorted(MODES))
     parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", *ATTENTIONS],
                         help="attention implementations to time ('auto': fused on GPU, else XLA)")
-    parser.add_argument("--mlp-chunk-rows", type=int, nargs="+", default=[0],
-                        help="MLP chunk sizes in token rows to time, each its own row (0: unchunked)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--no-check", action="store_true", help="skip the bf16-vs-fp32 agreement check")
@@ -125,11 +119,10 @@ def relative_l2(actual: Any, expected: Any) -> float:
     return float(jnp.linalg.norm(actual - expected) / jnp.linalg.norm(expected))
 
 
-def agreement_lines(encoders: dict, attentions: list[str], chunk_rows: list[int], clip_shape: tuple) -> list[str]:
-    """bf16 tokens of each attention against fp32 'highest' (XLA) tokens, fused against XLA in bf16, and
-    each MLP chunking against none (bf16, first attention)."""
-    expected = one_clip_tokens(encoders["float32", "xla", 0], clip_shape, "highest")
-    bf16 = {attention: one_clip_tokens(encoders["bfloat16", attention, 0], clip_shape) for attention in attentions}
+def agreement_lines(encoders: dict, attentions: list[str], clip_shape: tuple) -> list[str]:
+    """bf16 tokens of each attention against fp32 'highest' (XLA) tokens, and fused against XLA in bf16."""
+    expected = one_clip_tokens(encoders["float32", "xla"], clip_shape, "highest")
+    bf16 = {attention: one_clip_tokens(encoders["bfloat16", attention], clip_shape) for attention in attentions}
     lines = [
         f"- bf16 ({attention}) vs fp32 (highest, xla) tokens, one clip: relative L2 error "
         f"{relative_l2(tokens, expected):.2e}"
@@ -138,11 +131,6 @@ def agreement_lines(encoders: dict, attentions: list[str], chunk_rows: list[int]
     if {"xla", "fused"} <= set(bf16):
         lines.append(f"- bf16 fused vs bf16 xla tokens, one clip: relative L2 difference "
                      f"{relative_l2(bf16['fused'], bf16['xla']):.2e}")
-    for rows in filter(None, chunk_rows):  # not bit-equal where XLA keeps some bf16 intermediates in fp32
-        chunked = one_clip_tokens(encoders["bfloat16", attentions[0], rows], clip_shape)
-        lines.append(f"- bf16 ({attentions[0]}) MLP in {rows}-row chunks, one clip: relative L2 error vs fp32 "
-                     f"{relative_l2(chunked, expected):.2e}, difference vs unchunked bf16 "
-                     f"{relative_l2(chunked, bf16[attentions[0]]):.2e}")
     return lines
 
 
@@ -152,13 +140,8 @@ def tiling_label(tiling: Any) -> str:
     return f"{text}x{tiling.block_k}" if tiling.variant == "stream" else text
 
 
-def build_encoders(
-    videoprism: Any, model: str, dtypes: set[str], attentions: list[str], chunk_rows: list[int]
-) -> dict:
-    """``(dtype, attention, mlp_chunk_rows) -> encoder``, all on one set of random weights (bf16 cast once, shared).
-
-    Encoders compile on their first call, so the combinations never timed cost nothing.
-    """
+def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str]) -> dict:
+    """``(dtype, attention) -> encoder``, all on one set of random weights (bf16 cast once, shared)."""
     fp32 = videoprism.load_encoder(model=model, weights="random", attention="xla")
     shared = {"float32": fp32}
     if "bfloat16" in dtypes:
@@ -166,31 +149,12 @@ def build_encoders(
             fp32.config, fp32.variables, "bfloat16", weights_source=fp32.weights_source, attention="xla"
         )
     return {
-        (dtype, attention, rows): videoprism.VideoPrismEncoder(
-            base.config, base.variables, dtype, weights_source=base.weights_source, attention=attention,
-            mlp_chunk_rows=rows,
+        (dtype, attention): videoprism.VideoPrismEncoder(
+            base.config, base.variables, dtype, weights_source=base.weights_source, attention=attention
         )
         for dtype, base in shared.items()
         for attention in {*attentions, "xla"}
-        for rows in {*chunk_rows, 0}
     }
-
-
-def chunk_label(rows: int, chunk_rows: list[int]) -> str:
-    """A row label's MLP chunking: nothing when the run chunks nothing, else the chunk rows ('off' for 0)."""
-    return "" if chunk_rows == [0] else f" mlp-chunk {rows or 'off'}"
-
-
-def chunk_note(rows: int, batch: int, clip_shape: tuple, config: Any, itemsize: int) -> str:
-    """How a batch's MLP rows (B·T·N, the same in both stacks) split into chunks, and one chunk's hidden size."""
-    num_frames, height, width, _ = clip_shape
-    total = batch * num_frames * (height // config.patch_size) * (width // config.patch_size)
-    if not 0 < rows < total:
-        return f"{total} rows at once"
-    count, padding = -(-total // rows), -total % rows
-    hidden_mib = rows * config.mlp_dim * itemsize / 2**20
-    padded = f", {padding} padded" if padding else ""
-    return f"{total} rows as {count} chunks ({hidden_mib:.3g} MiB hidden each{padded})"
 
 
 def markdown(rows: list[Row], header: list[str], peak: float | None) -> str:
@@ -230,19 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     attentions = list(dict.fromkeys(attention_on(choice, device.platform) for choice in args.attention))
 
     dtypes = {MODES[mode][0] for mode in args.modes} | (set() if args.no_check else {"bfloat16"})
-    chunk_rows = list(dict.fromkeys(args.mlp_chunk_rows))
-    encoders = build_encoders(videoprism, model, dtypes, attentions, chunk_rows)
+    encoders = build_encoders(videoprism, model, dtypes, attentions)
     rows = []
     for mode in args.modes:
         dtype, precision, _ = MODES[mode]
-        for batch, attention, chunk in itertools.product(args.batch_sizes, attentions, chunk_rows):
-            label = f"{mode} {attention}{chunk_label(chunk, chunk_rows)}"
-            row = measure(encoders[dtype, attention, chunk], precision, label, batch, clip_shape, flops, args)
-            if chunk_rows != [0] and not row.note:
-                row.note = chunk_note(chunk, batch, clip_shape, config, jax.numpy.dtype(dtype).itemsize)
-            rows.append(row)
-            speed = f"{row.clips_per_s:8.1f} clips/s {row.tflops:8.3g} TFLOP/s" if row.clips_per_s else row.note
-            print(f"{label:>28} B={batch:<3} {speed}", flush=True)
+        for batch in args.batch_sizes:
+            for attention in attentions:
+                label = f"{mode} {attention}"
+                row = measure(encoders[dtype, attention], precision, label, batch, clip_shape, flops, args)
+                rows.append(row)
+                speed = f"{row.clips_per_s:8.1f} clips/s {row.tflops:8.3g} TFLOP/s" if row.clips_per_s else row.note
+                print(f"{label:>18} B={batch:<3} {speed}", flush=True)
 
     header = [
         "# VideoPrism backbone throughput",
@@ -254,14 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python {' '.join(['benchmarks/embed_backbone.py', *(argv or sys.argv[1:])])}`",
         *(f"- {mode}: {MODES[mode][2]}" for mode in args.modes),
         *(f"- attention {attention}: {ATTENTIONS[attention]}" for attention in attentions),
-        *(["- mlp-chunk N: each MLP (LN, fc1, GELU, fc2) over N token rows at a time, one chunk after another "
-           "(a scan), so a chunk's hidden activation can stay in L2; off: all rows at once"]
-          if chunk_rows != [0] else []),
         *([f"- fused tiling ($NAPARI_SBL_ATTENTION_TILING): {tiling_label(KernelTiling.from_environment())}"]
           if "fused" in attentions else []),
     ]
     if not args.no_check:
-        header.extend(agreement_lines(encoders, attentions, chunk_rows, clip_shape))
+        header.extend(agreement_lines(encoders, attentions, clip_shape))
     table = markdown(rows, header, peak)
     print(table)
     if args.out is not None:
