@@ -21,14 +21,12 @@
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 #   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
 #   xla-autotune    embed_backbone.py (bf16, fused, 32 clips) under XLA's most thorough GEMM autotuning and tiling search
-#   mlp-chunks      embed_backbone.py (bf16, fused, 32 clips): the MLP unchunked and in 2048/3072/6144-row chunks
-#                   (165,888 rows in either stack at 32 clips, so each divides; 12/18/36 MiB of bf16 hidden per
-#                   chunk against the H100's 50 MB L2)
 #   cross-attention sam2_cross_attention.py: SAM2's memory cross-attention against our Triton kernels, every
 #                   tiling; the fastest accurate one is written to $OUT/sam2_cross_attention.best
-#   fused-check     masks of `ours` (fused cross-attention) against `ours-unfused`, tiny, 150 frames
-#   track-fused     track_sam2.py, tiny and large: ours (fastest tiling), ours-unfused, upstream; large also
-#                   with the compiled image encoder
+#   fused-check     sam2_fused_check.py (ours against SAM2's layers on every call of a tracking run), then masks
+#                   of `ours` against `ours-unfused` and, for scale, `ours-eager` against `ours-cudnn`
+#   track-fused     track_sam2.py, tiny and large: ours (fastest tilings), ours-unfused, upstream; large also
+#                   with the compiled image encoder (track-fused-tiny: tiny alone)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -78,16 +76,26 @@ for name in "$@"; do
     cross-attention)
         step cross-attention 240 python3 benchmarks/sam2_cross_attention.py --out "$OUT/sam2_cross_attention.md" ;;
     fused-check)
+        step fused-calls 150 python3 benchmarks/sam2_fused_check.py --frames 150 \
+            --self-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null || echo 64x64x4x2x1)"
         step fused-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
-            --impls ours ours-unfused ;;
+            --impls ours ours-unfused
+        # how far any change of rounding moves random-weight masks: another attention backend, same code
+        step rounding-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours-eager ours-cudnn ;;
     track-fused)
-        tiling=$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)
+        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)"
+                 --self-attention-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null)")
         step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
-            --impls ours ours-unfused upstream-lazy --cross-attention-tiling "$tiling" --timeout 100 \
-            --out "$OUT/track_fused_tiny.md"
+            --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md"
         step track-fused-large 330 python3 benchmarks/track_sam2.py --models large --frames 300 \
-            --impls ours ours-compiled-encoder ours-unfused upstream-lazy --cross-attention-tiling "$tiling" \
+            --impls ours ours-compiled-encoder ours-unfused upstream-lazy "${tilings[@]}" \
             --timeout 150 --out "$OUT/track_fused_large.md" ;;
+    track-fused-tiny)  # tiny alone, with the tilings of this call's cross-attention step
+        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)"
+                 --self-attention-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null)")
+        step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
+            --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md" ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \
@@ -108,9 +116,6 @@ for name in "$@"; do
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
         done ;;
-    mlp-chunks)
-        step mlp-chunks 240 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
-            --no-check --mlp-chunk-rows 0 2048 3072 6144 --out "$OUT/embed_mlp_chunks.md" ;;
     *) echo "unknown step $name" | tee -a "$OUT/steps.txt" ;;
     esac
 done
