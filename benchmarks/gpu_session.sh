@@ -21,8 +21,8 @@
 #   xla-flags       embed_backbone.py (bf16, fused, 32 clips) under a few XLA_FLAGS
 #   embed-profile   embed_profile.py: the backbone's GPU time per clip by kernel (CUPTI through torch.profiler)
 #   xla-autotune    embed_backbone.py (bf16, fused, 32 clips) under XLA's most thorough GEMM autotuning and tiling search
-#   cross-attention sam2_cross_attention.py: SAM2's memory cross-attention against our Triton kernels, every
-#                   tiling; the fastest accurate one is written to $OUT/sam2_cross_attention.best
+#   memory-attention sam2_memory_attention.py: SAM2's memory attention against our Triton kernels, every
+#                   tiling; the fastest accurate ones are written to $OUT/sam2_memory_attention.best{,_self}
 #   fused-check     sam2_fused_check.py (ours against SAM2's layers on every call of a tracking run), then masks
 #                   of `ours` against `ours-unfused` and, for scale, `ours-eager` against `ours-cudnn`
 #   track-fused     track_sam2.py, tiny and large: ours (fastest tilings), ours-unfused, upstream; large also
@@ -73,27 +73,27 @@ for name in "$@"; do
     track-recover)
         step track-recover 300 python3 benchmarks/track_sam2.py --models tiny large --frames 300 \
             --impls ours ours-recover ours-recover-ahead upstream-lazy --timeout 120 --out "$OUT/track_recover.md" ;;
-    cross-attention)
-        step cross-attention 240 python3 benchmarks/sam2_cross_attention.py --out "$OUT/sam2_cross_attention.md" ;;
+    memory-attention)
+        step memory-attention 240 python3 benchmarks/sam2_memory_attention.py --out "$OUT/sam2_memory_attention.md" ;;
     fused-check)
-        step fused-calls 150 python3 benchmarks/sam2_fused_check.py --frames 150 \
-            --self-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null || echo 64x64x4x2x1)"
+        step fused-calls 150 python3 benchmarks/sam2_fused_check.py --frames 150
         step fused-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
             --impls ours ours-unfused
         # how far any change of rounding moves random-weight masks: another attention backend, same code
         step rounding-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
             --impls ours-eager ours-cudnn ;;
     track-fused)
-        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)"
-                 --self-attention-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null)")
-        step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
-            --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md"
+        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_memory_attention.best" 2>/dev/null)"
+                 --self-attention-tiling "$(cat "$OUT/sam2_memory_attention.best_self" 2>/dev/null)")
+        step track-fused-tiny 240 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
+            --impls ours ours-compiled-encoder ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 \
+            --out "$OUT/track_fused_tiny.md"
         step track-fused-large 330 python3 benchmarks/track_sam2.py --models large --frames 300 \
             --impls ours ours-compiled-encoder ours-unfused upstream-lazy "${tilings[@]}" \
             --timeout 150 --out "$OUT/track_fused_large.md" ;;
-    track-fused-tiny)  # tiny alone, with the tilings of this call's cross-attention step
-        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_cross_attention.best" 2>/dev/null)"
-                 --self-attention-tiling "$(cat "$OUT/sam2_cross_attention.best_self" 2>/dev/null)")
+    track-fused-tiny)  # tiny alone, with the tilings of this call's memory-attention step
+        tilings=(--cross-attention-tiling "$(cat "$OUT/sam2_memory_attention.best" 2>/dev/null)"
+                 --self-attention-tiling "$(cat "$OUT/sam2_memory_attention.best_self" 2>/dev/null)")
         step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
             --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md" ;;
     profile-gpu)

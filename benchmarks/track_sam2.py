@@ -242,8 +242,9 @@ def make_tracker(config: dict) -> object:
             config["impl"], ("flash", "efficient", "math")),
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
-        fused_cross_attention=config["impl"] != "ours-unfused",
+        fused_memory_attention=config["impl"] != "ours-unfused",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
+        self_attention_tiling=config.get("self_attention_tiling", ""),
     )
     return Sam2Tracker(params)
 
@@ -329,7 +330,7 @@ def markdown_table(results: list[dict], args: argparse.Namespace) -> str:
         f"- video: {video}; two animals clicked on the middle frame; forward then backward over all frames",
         f"- weights: {args.weights}; image size {first.get('image_size', '?')}; bf16 autocast; "
         f"encoder batch {args.encoder_batch} frames (ours); cross-attention tiling "
-        f"{args.cross_attention_tiling or 'default'} (ours)",
+        f"{args.cross_attention_tiling or 'default'}, self-attention {args.self_attention_tiling or 'SAM2'} (ours)",
         "- fps = frames / tracking seconds (prompts + propagation + labels on the host); 'load s' is "
         "SAM2's init_state (JPEG path only); 'held' = most non-conditioning outputs per animal in the state",
         f"- command: `python benchmarks/track_sam2.py {' '.join(sys.argv[1:])}`",
@@ -361,6 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--encoder-batch", type=int, default=8)
     parser.add_argument("--cross-attention-tiling", default="", help="Sam2Params.cross_attention_tiling (ours)")
+    parser.add_argument("--self-attention-tiling", default="", help="Sam2Params.self_attention_tiling (ours)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/track.md")
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: tiny shrunken model, 24 frames")
@@ -400,6 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                         "model": model, "frames": n, "impl": impl, "weights": args.weights,
                         "device": args.device, "encoder_batch": args.encoder_batch,
                         "cross_attention_tiling": args.cross_attention_tiling,
+                        "self_attention_tiling": args.self_attention_tiling,
                         "overrides": list(tiny_test_overrides()) if args.quick else [], "video_npy": video_npy,
                         "jpeg_dir": jpeg_dirs.get(n), "height": args.height, "width": args.width,
                     }  # fmt: skip

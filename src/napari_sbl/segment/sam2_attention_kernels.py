@@ -1,6 +1,6 @@
-"""Triton kernels for SAM2's memory cross-attention: rotary encoding, then one-head attention.
+"""Triton kernels for SAM2's memory attention: rotary encoding, then one-head attention.
 
-:mod:`.sam2_cross_attention` explains why the attention runs on the memories' own channels. Here:
+:mod:`.sam2_fused_attention` explains why the cross-attention runs on the memories' own channels. Here:
 
 - :func:`rotate_pairs` applies SAM2's rotary encoding in float32 registers and rounds once, as SAM2
   does through complex float32 copies, and writes each row as ``[rotated evens | rotated odds]``.
@@ -27,16 +27,13 @@ LOG2_E = 1.4426950408889634
 
 @dataclass(frozen=True)
 class AttentionTiling:
-    """Query rows and key columns per block, warps, pipeline stages and key splits of :func:`attention`.
-
-    The default was the fastest of ten on an H100 (benchmarks/results/sam2_cross_attention.md).
-    """
+    """Query rows and key columns per block, warps, pipeline stages and key splits of :func:`attention`."""
 
     block_queries: int = 128
     block_keys: int = 64
     warps: int = 8
     stages: int = 3
-    key_splits: int = 4
+    key_splits: int = 2
 
     @classmethod
     def parse(cls, text: str) -> AttentionTiling:
@@ -44,7 +41,9 @@ class AttentionTiling:
         return cls(*(int(part) for part in text.split("x")))
 
 
-DEFAULT_TILING = AttentionTiling()
+# the fastest on an H100 of those measured (benchmarks/results/sam2_memory_attention.md)
+CROSS_TILING = AttentionTiling()  # 8,192 queries against ~28,700 keys, 64-wide values
+SELF_TILING = AttentionTiling(64, 64, 4, 3, 1)  # 8,192 queries against 4,096 keys, 256-wide values
 
 
 # counts change as a pass fills its memory: not specialised on (no recompiling mid-video)
@@ -96,6 +95,31 @@ def rotate_pairs(
     return out
 
 
+@triton.jit
+def _attend_block(
+    q, k_base, v_base, key, last, k_row_stride, v_row_stride, channel, value_channel, running_max, running_sum, acc,
+    MASKED: tl.constexpr,
+):
+    """One block of keys into the running max, sum and weighted values (log2 domain)."""
+    k_rows = k_base + key[:, None] * k_row_stride + channel[None, :]
+    v_rows = v_base + key[:, None] * v_row_stride + value_channel[None, :]
+    if MASKED:
+        present = key < last
+        k = tl.load(k_rows, mask=present[:, None], other=0.0)
+        v = tl.load(v_rows, mask=present[:, None], other=0.0)
+        scores = tl.where(present[None, :], tl.dot(q, tl.trans(k)) * 1.4426950408889634, float("-inf"))
+    else:
+        k = tl.load(k_rows)
+        v = tl.load(v_rows)
+        scores = tl.dot(q, tl.trans(k)) * 1.4426950408889634
+    new_max = tl.maximum(running_max, tl.max(scores, 1))
+    weights = tl.exp2(scores - new_max[:, None])
+    decay = tl.exp2(running_max - new_max)
+    running_sum = running_sum * decay + tl.sum(weights, 1)
+    acc = acc * decay[:, None] + tl.dot(weights.to(q.dtype), v.to(q.dtype))
+    return new_max, running_sum, acc
+
+
 @triton.jit(do_not_specialize=["queries", "keys", "keys_per_split"])
 def _attention_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, max_ptr, sum_ptr, queries, keys, keys_per_split,
@@ -119,19 +143,15 @@ def _attention_kernel(
     last = tl.minimum(first + keys_per_split, keys)
     k_base = k_ptr + batch * k_batch_stride
     v_base = v_ptr + batch * v_batch_stride
-    for start in range(first, last, BLOCK_K):
-        key = start + tl.arange(0, BLOCK_K)
-        present = key < last
-        k = tl.load(k_base + key[:, None] * k_row_stride + channel[None, :], mask=present[:, None], other=0.0)
-        scores = tl.dot(q, tl.trans(k)) * 1.4426950408889634
-        scores = tl.where(present[None, :], scores, float("-inf"))
-        new_max = tl.maximum(running_max, tl.max(scores, 1))
-        weights = tl.exp2(scores - new_max[:, None])
-        decay = tl.exp2(running_max - new_max)
-        running_sum = running_sum * decay + tl.sum(weights, 1)
-        v = tl.load(v_base + key[:, None] * v_row_stride + value_channel[None, :], mask=present[:, None], other=0.0)
-        acc = acc * decay[:, None] + tl.dot(weights.to(q.dtype), v.to(q.dtype))
-        running_max = new_max
+    full_end = first + (last - first) // BLOCK_K * BLOCK_K
+    for start in range(first, full_end, BLOCK_K):  # whole blocks: no masks
+        running_max, running_sum, acc = _attend_block(
+            q, k_base, v_base, start + tl.arange(0, BLOCK_K), last, k_row_stride, v_row_stride, channel,
+            value_channel, running_max, running_sum, acc, MASKED=False)
+    if full_end < last:
+        running_max, running_sum, acc = _attend_block(
+            q, k_base, v_base, full_end + tl.arange(0, BLOCK_K), last, k_row_stride, v_row_stride, channel,
+            value_channel, running_max, running_sum, acc, MASKED=True)
     stored = (query < queries)[:, None]
     target = out_ptr + split * out_split_stride + batch * out_batch_stride + query[:, None] * out_row_stride
     if NORMALISE:
@@ -145,7 +165,7 @@ def _attention_kernel(
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiling: AttentionTiling = DEFAULT_TILING,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tiling: AttentionTiling = CROSS_TILING,
 ) -> torch.Tensor:
     """``softmax(q kᵀ) v`` for one head: q (batch, queries, dim), k (batch, keys, dim), v (batch, keys,
     value_dim); q already carries the softmax scale. Returns (batch, queries, value_dim) in q's dtype.

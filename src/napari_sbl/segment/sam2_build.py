@@ -2,7 +2,7 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the memory cross-attention fused, the per-frame modules replayed from CUDA graphs, hole
+compiled, the memory attention fused, the per-frame modules replayed from CUDA graphs, hole
 filling switched off where SAM2's extension is missing.
 """
 
@@ -53,8 +53,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         store_autocast_weights(predictor, torch.bfloat16)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
-    if params.fused_cross_attention and device.type == "cuda" and not params.compile:
-        _fuse_cross_attention(predictor, params.cross_attention_tiling)
+    if params.fused_memory_attention and device.type == "cuda" and not params.compile:
+        _fuse_attention(predictor, params.cross_attention_tiling, params.self_attention_tiling)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
@@ -84,14 +84,18 @@ def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return len(layers)
 
 
-def _fuse_cross_attention(predictor: Any, tiling: str) -> None:
+def _fuse_attention(predictor: Any, cross_tiling: str, self_tiling: str) -> None:
     try:
-        from napari_sbl.segment.sam2_attention_kernels import DEFAULT_TILING, AttentionTiling
-        from napari_sbl.segment.sam2_cross_attention import fuse_memory_cross_attention
+        from napari_sbl.segment import sam2_attention_kernels as kernels
+        from napari_sbl.segment.sam2_fused_attention import fuse_memory_attention
     except ImportError as err:  # no Triton on this platform: SAM2's own attention
-        logger.info("memory cross-attention not fused: %s", err)
+        logger.info("memory attention not fused: %s", err)
         return
-    fuse_memory_cross_attention(predictor.memory_attention, AttentionTiling.parse(tiling) if tiling else DEFAULT_TILING)
+    fuse_memory_attention(
+        predictor.memory_attention,
+        kernels.AttentionTiling.parse(cross_tiling) if cross_tiling else kernels.CROSS_TILING,
+        kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
+    )
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

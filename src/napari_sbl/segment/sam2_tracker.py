@@ -75,10 +75,11 @@ class Sam2Params:
     ``track_ahead`` (with recovery on) tracks the next frame while this frame's masks travel to the
     host for the drift check, and undoes it when the check re-prompts an animal (on a GPU, waiting
     for the masks idles it). Same masks as waiting (tested); 2-6 % faster on an H200.
-    ``fused_cross_attention`` (CUDA with Triton) computes the memory attention's cross-attention
-    on the memories' own channels in Triton kernels (:mod:`.sam2_cross_attention`), tiled as
-    ``cross_attention_tiling`` says (``"QxKxWxSxP"``: query and key block, warps, stages, key splits;
-    empty: the default).
+    ``fused_memory_attention`` (CUDA with Triton) runs the memory attention's cross- and
+    self-attention in Triton kernels, the cross-attention on the memories' own channels
+    (:mod:`.sam2_fused_attention`; tiny 79-82 → 98-101 fps on an H100), tiled as
+    ``cross_attention_tiling`` and ``self_attention_tiling`` say (``"QxKxWxSxP"``: query and key
+    block, warps, stages, key splits; empty: the measured defaults).
     """
 
     model: str = "tiny"
@@ -99,8 +100,9 @@ class Sam2Params:
     encoder_overlap: bool = True
     compile_image_encoder: bool = False
     track_ahead: bool = True
-    fused_cross_attention: bool = True
+    fused_memory_attention: bool = True
     cross_attention_tiling: str = ""
+    self_attention_tiling: str = ""
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:

@@ -1,18 +1,19 @@
-"""SAM2's memory cross-attention computed on the memories' 64 channels, for the GPU.
+"""SAM2's memory attention in Triton kernels, its cross-attention on the memories' 64 channels, for the GPU.
 
 On every tracked frame, each of the memory attention's four layers attends from the frame's 4,096
-tokens to up to 7 memory frames of 4,096 tokens (plus object-pointer tokens), one head 256 wide:
-about two thirds of a tiny model's GPU time per frame (benchmarks/results/track.md). SAM2 projects
+tokens to themselves and to up to 7 memory frames of 4,096 tokens (plus object-pointer tokens), one
+head 256 wide: about half of a tiny model's GPU time per frame (benchmarks/results/track.md). SAM2 projects
 the 64-channel memories to 256-wide values, attends, and projects the result with ``out_proj``.
 The attention weights of a query sum to one, so
 
     softmax(q kᵀ) (M W_vᵀ + b_v) W_oᵀ + b_o = (softmax(q kᵀ) M) (W_o W_v)ᵀ + (W_o b_v + b_o)
 
-and :class:`MemoryCrossAttention` attends over the 64 memory channels themselves, with ``v_proj``
+and :class:`FusedRoPEAttention` attends over the 64 memory channels themselves, with ``v_proj``
 folded into ``out_proj``: the second matmul of the attention shrinks fourfold and the 256-wide values
 are never written. Its rotary encoding runs in one kernel (SAM2: float32 complex copies of every key,
-in every layer). Same arithmetic as SAM2's up to bf16 rounding of the folded weights and of the
-attention output; the tests compare both.
+in every layer). The self-attention (values as wide as keys) gets the same kernels without the fold.
+Same arithmetic as SAM2's up to bf16 rounding of the folded weights and of the attention output; the
+tests compare both, and ``benchmarks/sam2_fused_check.py`` does on every call of a GPU tracking run.
 
 Used only where it applies (CUDA, Triton importable, one head, bf16/fp16 activations as under
 SAM2's autocast); anything else runs SAM2's own module.
@@ -27,15 +28,21 @@ from typing import Any
 import torch
 from sam2.modeling.sam.transformer import RoPEAttention
 
-from napari_sbl.segment.sam2_attention_kernels import DEFAULT_TILING, AttentionTiling, attention, rotate_pairs
+from napari_sbl.segment.sam2_attention_kernels import (
+    CROSS_TILING,
+    SELF_TILING,
+    AttentionTiling,
+    attention,
+    rotate_pairs,
+)
 
 logger = logging.getLogger(__name__)
 
 HALF_PRECISION = (torch.bfloat16, torch.float16)
 
 
-class MemoryCrossAttention(RoPEAttention):
-    """A drop-in for a memory attention layer's ``cross_attn_image`` (SAM2's ``RoPEAttention``).
+class FusedRoPEAttention(RoPEAttention):
+    """A drop-in for a memory attention layer's ``cross_attn_image`` or ``self_attn`` (SAM2's ``RoPEAttention``).
 
     A ``RoPEAttention`` itself, holding the original's projections and rotary settings: SAM2 hands
     the object-pointer count only to layers whose cross-attention is one, and anything the kernels do
@@ -43,7 +50,7 @@ class MemoryCrossAttention(RoPEAttention):
     """
 
     def __init__(
-        self, original: RoPEAttention, tiling: AttentionTiling = DEFAULT_TILING, off_gpu: bool = False,
+        self, original: RoPEAttention, tiling: AttentionTiling = CROSS_TILING, off_gpu: bool = False,
     ) -> None:
         torch.nn.Module.__init__(self)
         for name, value in vars(original).items():
@@ -53,12 +60,14 @@ class MemoryCrossAttention(RoPEAttention):
             setattr(self, name, child)
         self.tiling = tiling
         self.off_gpu = off_gpu  # run the kernels on CPU tensors too: only under TRITON_INTERPRET=1 (tests)
-        out_weight = self.out_proj.weight.float()
-        folded_weight = out_weight @ self.v_proj.weight.float()
-        folded_bias = out_weight @ self.v_proj.bias.float() + self.out_proj.bias.float()
-        dtype = self.out_proj.weight.dtype
-        self.register_buffer("value_out_weight", folded_weight.to(dtype), persistent=False)
-        self.register_buffer("value_out_bias", folded_bias.to(dtype), persistent=False)
+        self.fold_values = self.v_proj.in_features < self.internal_dim
+        if self.fold_values:
+            out_weight = self.out_proj.weight.float()
+            folded_weight = out_weight @ self.v_proj.weight.float()
+            folded_bias = out_weight @ self.v_proj.bias.float() + self.out_proj.bias.float()
+            dtype = self.out_proj.weight.dtype
+            self.register_buffer("value_out_weight", folded_weight.to(dtype), persistent=False)
+            self.register_buffer("value_out_bias", folded_bias.to(dtype), persistent=False)
         self._angles: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
@@ -68,6 +77,8 @@ class MemoryCrossAttention(RoPEAttention):
         keys = self.k_proj(k)
         if queries.dtype not in HALF_PRECISION or keys.dtype != queries.dtype:
             return super().forward(q, k, v, num_k_exclude_rope=num_k_exclude_rope)
+        if not self.fold_values:  # self-attention: values as wide as the keys
+            v = self.v_proj(v)
         if v.stride(-1) != 1:
             v = v.contiguous()
         cos, sin = self._rotation_tables(queries.shape[1], queries.device)
@@ -76,6 +87,8 @@ class MemoryCrossAttention(RoPEAttention):
         queries = rotate_pairs(queries, cos, sin, queries.shape[1], scale=scale)
         keys = rotate_pairs(keys, cos, sin, rotated_keys)
         mixed = attention(queries, keys, v, self.tiling)
+        if not self.fold_values:
+            return self.out_proj(mixed)
         return torch.nn.functional.linear(mixed, self.value_out_weight, self.value_out_bias)
 
     def _rotation_tables(self, positions: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,28 +106,28 @@ class MemoryCrossAttention(RoPEAttention):
 
 
 def fusable(module: torch.nn.Module) -> bool:
-    """Whether ``module`` is a one-head rotary cross-attention whose values are narrower than its width."""
+    """Whether ``module`` is a one-head rotary attention of widths the kernels take."""
     return (
         isinstance(module, RoPEAttention)
-        and not isinstance(module, MemoryCrossAttention)
+        and not isinstance(module, FusedRoPEAttention)
         and module.num_heads == 1
-        and module.rope_k_repeat
-        and module.v_proj.in_features < module.internal_dim
         and (module.internal_dim // 2) & (module.internal_dim // 2 - 1) == 0  # Triton blocks: powers of two
         and module.v_proj.in_features & (module.v_proj.in_features - 1) == 0
     )
 
 
-def fuse_memory_cross_attention(memory_attention: Any, tiling: AttentionTiling = DEFAULT_TILING) -> int:
-    """Swap each layer's cross-attention in SAM2's ``memory_attention`` for :class:`MemoryCrossAttention`.
-
-    Returns how many layers were swapped (0 where the layers do not have SAM2.1's shape).
-    """
+def fuse_memory_attention(
+    memory_attention: Any, cross_tiling: AttentionTiling = CROSS_TILING, self_tiling: AttentionTiling = SELF_TILING,
+) -> int:
+    """Swap the cross- and self-attention of each layer of SAM2's ``memory_attention`` for
+    :class:`FusedRoPEAttention`; returns how many were swapped (0 where the layers do not have SAM2.1's shape)."""
     swapped = 0
     for layer in memory_attention.layers:
         if fusable(layer.cross_attn_image):
-            layer.cross_attn_image = MemoryCrossAttention(layer.cross_attn_image, tiling)
+            layer.cross_attn_image = FusedRoPEAttention(layer.cross_attn_image, cross_tiling)
             swapped += 1
-    logger.debug("memory cross-attention fused in %d layers", swapped)
+        if fusable(layer.self_attn):
+            layer.self_attn = FusedRoPEAttention(layer.self_attn, self_tiling)
+            swapped += 1
+    logger.debug("memory attention: %d attention modules fused", swapped)
     return swapped
-

@@ -1,5 +1,5 @@
 """The fused memory cross-attention against SAM2's own, with Triton's interpreter running the kernels on
-the CPU (float16: the interpreter's bfloat16 arithmetic is not faithful; benchmarks/sam2_cross_attention.py
+the CPU (float16: the interpreter's bfloat16 arithmetic is not faithful; benchmarks/sam2_memory_attention.py
 checks bf16 on a GPU)."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 pytest.importorskip("triton")
 
+from sam2.modeling.sam.transformer import RoPEAttention  # noqa: E402
+
 from napari_sbl.segment.sam2_build import build_predictor, store_autocast_weights  # noqa: E402
 from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
 
@@ -24,7 +26,7 @@ def kernels():
     """The kernel and module code; tests/conftest.py has Triton interpret them on the CPU."""
     assert os.environ.get("TRITON_INTERPRET") == "1"
     import napari_sbl.segment.sam2_attention_kernels as kernel_module
-    import napari_sbl.segment.sam2_cross_attention as cross_module
+    import napari_sbl.segment.sam2_fused_attention as cross_module
 
     return kernel_module, cross_module
 
@@ -76,7 +78,7 @@ def test_attention_equals_softmax_weighted_values(kernels, tiling):
     torch.testing.assert_close(out.float(), expected, rtol=0, atol=2e-3)
 
 
-def test_fused_cross_attention_matches_sam2(kernels, memory_attention):
+def test_fused_memory_attention_matches_sam2(kernels, memory_attention):
     _, cross_module = kernels
     curr, memory, _, memory_pos = memory_inputs()
     original = memory_attention.layers[0].cross_attn_image
@@ -88,7 +90,7 @@ def test_fused_cross_attention_matches_sam2(kernels, memory_attention):
         exact = original(*args, num_k_exclude_rope=POINTER_TOKENS)
         with torch.autocast("cpu", dtype=torch.float16):
             sam2_half = half(*args, num_k_exclude_rope=POINTER_TOKENS)
-            fused = cross_module.MemoryCrossAttention(half, off_gpu=False)
+            fused = cross_module.FusedRoPEAttention(half, off_gpu=False)
             on_cpu = fused(*args, num_k_exclude_rope=POINTER_TOKENS)
             fused.off_gpu = True
             interpreted = fused(*args, num_k_exclude_rope=POINTER_TOKENS)
@@ -99,16 +101,19 @@ def test_fused_cross_attention_matches_sam2(kernels, memory_attention):
 
 
 def test_whole_memory_attention_keeps_pointer_tokens_unrotated(kernels, memory_attention):
-    """SAM2 passes the object-pointer count only to RoPEAttention layers; rotated pointers would show here."""
-    _, cross_module = kernels
+    """SAM2 passes the object-pointer count only to RoPEAttention layers; rotated pointers would show here.
+    The self-attention (values as wide as the keys) is fused too."""
+    kernel_module, cross_module = kernels
     curr, memory, curr_pos, memory_pos = memory_inputs(frames=3, seed=1)
     half = copy.deepcopy(memory_attention)
     store_autocast_weights(half, torch.float16)
     fused = copy.deepcopy(half)
-    assert cross_module.fuse_memory_cross_attention(fused) == len(fused.layers)
-    assert cross_module.fuse_memory_cross_attention(fused) == 0  # already fused
+    tilings = kernel_module.AttentionTiling.parse("32x32x4x2x3"), kernel_module.AttentionTiling.parse("32x32x4x2x2")
+    assert cross_module.fuse_memory_attention(fused, *tilings) == 2 * len(fused.layers)
+    assert cross_module.fuse_memory_attention(fused, *tilings) == 0  # already fused
     for layer in fused.layers:
-        layer.cross_attn_image.off_gpu = True
+        assert layer.cross_attn_image.fold_values and not layer.self_attn.fold_values
+        layer.cross_attn_image.off_gpu = layer.self_attn.off_gpu = True
     with torch.no_grad():
         exact = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
         with torch.autocast("cpu", dtype=torch.float16):
@@ -121,7 +126,7 @@ def test_float32_activations_fall_back_to_sam2(kernels, memory_attention):
     _, cross_module = kernels
     curr, memory, _, memory_pos = memory_inputs()
     original = memory_attention.layers[0].cross_attn_image
-    fused = cross_module.MemoryCrossAttention(original, off_gpu=True)
+    fused = cross_module.FusedRoPEAttention(original, off_gpu=True)
     args = (curr.transpose(0, 1), (memory + memory_pos).transpose(0, 1), memory.transpose(0, 1))
     with torch.no_grad():
         assert torch.equal(fused(*args, num_k_exclude_rope=POINTER_TOKENS),
@@ -133,3 +138,50 @@ def test_tiling_parses_in_field_order(kernels):
     tiling = kernel_module.AttentionTiling.parse("128x32x8x3x2")
     assert (tiling.block_queries, tiling.block_keys, tiling.warps, tiling.stages, tiling.key_splits) == (
         128, 32, 8, 3, 2)
+
+
+class _Comparing(RoPEAttention):
+    """SAM2's cross-attention as the tracker runs it, checking the fused one against it on every call
+    (a RoPEAttention, so SAM2 hands it the object-pointer count)."""
+
+    def __init__(self, original, fused, exact) -> None:
+        torch.nn.Module.__init__(self)
+        self.original, self.fused, self.exact, self.calls = original, fused, exact, []
+
+    def forward(self, q, k, v, num_k_exclude_rope=0):
+        out = self.original(q, k, v, num_k_exclude_rope=num_k_exclude_rope)
+        with torch.autocast("cpu", enabled=False):
+            exact = self.exact(q.float(), k.float(), v.float(), num_k_exclude_rope=num_k_exclude_rope)
+        with torch.autocast("cpu", dtype=torch.float16):
+            fused = self.fused(q.float(), k.float(), v.float(), num_k_exclude_rope=num_k_exclude_rope)
+        self.calls.append((k.shape[1], num_k_exclude_rope, relative_error(fused, exact)))
+        return out
+
+
+def test_fused_memory_attention_agrees_on_every_call_of_a_tracking_run(kernels):
+    """Every memory length and pointer count a real pass goes through (first frames, full window, both
+    directions), through the kernels, against SAM2's layer in float32 on the same inputs."""
+    from napari_sbl.progress import Reporter
+    from napari_sbl.segment.sam2_tracker import Sam2Tracker
+    from tests.segment.sam2_helpers import BlobVideo, clicks, tiny_params
+
+    _, cross_module = kernels
+    tracker = Sam2Tracker(tiny_params(config_overrides=tiny_test_overrides(64, d_model=32, mem_dim=16)))
+    predictor = tracker.load()
+    comparing = []
+    for layer in predictor.memory_attention.layers:
+        original = layer.cross_attn_image
+        exact = copy.deepcopy(original).float()
+        half = copy.deepcopy(original).half()
+        wrapper = _Comparing(original, cross_module.FusedRoPEAttention(half, off_gpu=True), exact)
+        layer.cross_attn_image = wrapper
+        comparing.append(wrapper)
+    video = BlobVideo(n_frames=30)
+    frames = list(tracker.track(video, [clicks(video, 15)], 0, 30, Reporter()))
+    assert len(frames) == 30
+    calls = [call for wrapper in comparing for call in wrapper.calls]
+    lengths = {(keys, pointers) for keys, pointers, _ in calls}
+    assert len(lengths) >= 5  # the memory fills up: many key lengths and pointer counts
+    assert any(pointers > 0 for _, pointers in lengths)
+    worst = max(error for _, _, error in calls)
+    assert worst < 5e-3, f"worst relative error {worst:.2e} over {len(calls)} calls"
