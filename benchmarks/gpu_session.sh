@@ -27,6 +27,7 @@
 #                   of `ours` against `ours-unfused` and, for scale, `ours-eager` against `ours-cudnn`
 #   track-fused     track_sam2.py, tiny and large: ours (fastest tilings), ours-unfused, upstream; large also
 #                   with the compiled image encoder (track-fused-tiny: tiny alone)
+#   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -96,6 +97,9 @@ for name in "$@"; do
                  --self-attention-tiling "$(cat "$OUT/sam2_memory_attention.best_self" 2>/dev/null)")
         step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
             --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md" ;;
+    track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
+        step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
+            --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \

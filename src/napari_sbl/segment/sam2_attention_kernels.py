@@ -53,25 +53,31 @@ def _rotate_pairs_kernel(
     x_batch_stride, x_row_stride, out_batch_stride, out_row_stride, scale,
     BLOCK_ROWS: tl.constexpr, HALF: tl.constexpr,
 ):
-    block = tl.program_id(0)
+    # one block of positions, its angles loaded once, for every memory frame (row = frame * positions + position)
+    position = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     batch = tl.program_id(1)
-    row = block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     pair = tl.arange(0, HALF)
-    in_range = (row < rows)[:, None]
-    source = x_ptr + batch * x_batch_stride + row[:, None] * x_row_stride + 2 * pair[None, :]
-    even = tl.load(source, mask=in_range, other=0.0).to(tl.float32)
-    odd = tl.load(source + 1, mask=in_range, other=0.0).to(tl.float32)
-    rotated = (row < rotated_rows)[:, None] & in_range
-    table = (row % positions)[:, None] * HALF + pair[None, :]
-    cos = tl.load(cos_ptr + table, mask=rotated, other=1.0)
-    sin = tl.load(sin_ptr + table, mask=rotated, other=0.0)
-    target = out_ptr + batch * out_batch_stride + row[:, None] * out_row_stride + pair[None, :]
+    channel = tl.arange(0, 2 * HALF)
+    table = position[:, None] * HALF + pair[None, :]
+    known = (position < positions)[:, None]
+    cos = tl.load(cos_ptr + table, mask=known, other=1.0)
+    sin = tl.load(sin_ptr + table, mask=known, other=0.0)
     out_type = out_ptr.dtype.element_ty
-    # round as SAM2 does, then scale (exactly, by a power of two)
-    rotated_even = (even * cos - odd * sin).to(out_type).to(tl.float32) * scale
-    rotated_odd = (even * sin + odd * cos).to(out_type).to(tl.float32) * scale
-    tl.store(target, rotated_even.to(out_type), mask=in_range)
-    tl.store(target + HALF, rotated_odd.to(out_type), mask=in_range)
+    for first in range(0, rows, positions):
+        row = first + position
+        in_range = (row < rows)[:, None] & known
+        x = tl.load(x_ptr + batch * x_batch_stride + row[:, None] * x_row_stride + channel[None, :], mask=in_range,
+                    other=0.0).to(tl.float32)
+        even, odd = tl.split(tl.reshape(x, (BLOCK_ROWS, HALF, 2)))
+        rotated = (row < rotated_rows)[:, None]  # object-pointer rows are only reordered
+        row_cos = tl.where(rotated, cos, 1.0)
+        row_sin = tl.where(rotated, sin, 0.0)
+        # round as SAM2 does, then scale (exactly, by a power of two)
+        rotated_even = (even * row_cos - odd * row_sin).to(out_type).to(tl.float32) * scale
+        rotated_odd = (even * row_sin + odd * row_cos).to(out_type).to(tl.float32) * scale
+        target = out_ptr + batch * out_batch_stride + row[:, None] * out_row_stride + pair[None, :]
+        tl.store(target, rotated_even.to(out_type), mask=in_range)
+        tl.store(target + HALF, rotated_odd.to(out_type), mask=in_range)
 
 
 def rotate_pairs(
@@ -84,13 +90,14 @@ def rotate_pairs(
     ``scale`` multiplies the rounded result (a power of two keeps it exact).
     """
     batch, rows, channels = x.shape
-    half = channels // 2
+    if x.stride(-1) != 1:
+        x = x.contiguous()
     out = torch.empty((batch, rows, channels), dtype=x.dtype, device=x.device)
     block_rows = 32
-    grid = (triton.cdiv(rows, block_rows), batch)
+    grid = (triton.cdiv(cos.shape[0], block_rows), batch)
     _rotate_pairs_kernel[grid](
         x, cos, sin, out, rows, rotated_rows, cos.shape[0], x.stride(0), x.stride(1), out.stride(0),
-        out.stride(1), scale, BLOCK_ROWS=block_rows, HALF=half,
+        out.stride(1), scale, BLOCK_ROWS=block_rows, HALF=channels // 2,
     )
     return out
 
