@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=["fp32-tf32", "bf16"], choices=sorted(MODES))
     parser.add_argument("--attention", nargs="+", default=["auto"], choices=["auto", *ATTENTIONS],
                         help="attention implementations to time ('auto': fused on GPU, else XLA)")
+    parser.add_argument("--mlp", default=None,
+                        help="bf16 encoders' MLP: 'xla', 'fused', 'fused:TILING' (default: the encoder's 'auto')")
     parser.add_argument("--iters", type=int, default=10, help="timed calls per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="repeats; the median is reported")
     parser.add_argument("--no-check", action="store_true", help="skip the bf16-vs-fp32 agreement check")
@@ -140,17 +142,19 @@ def tiling_label(tiling: Any) -> str:
     return f"{text}x{tiling.block_k}" if tiling.variant == "stream" else text
 
 
-def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str]) -> dict:
-    """``(dtype, attention) -> encoder``, all on one set of random weights (bf16 cast once, shared)."""
-    fp32 = videoprism.load_encoder(model=model, weights="random", attention="xla")
+def build_encoders(videoprism: Any, model: str, dtypes: set[str], attentions: list[str], mlp: str | None) -> dict:
+    """``(dtype, attention) -> encoder``, all on one set of random weights (bf16 cast once, shared); the
+    float32 reference runs XLA's MLP, the others ``mlp`` (None: the encoder's own choice)."""
+    fp32 = videoprism.load_encoder(model=model, weights="random", attention="xla", mlp="xla")
     shared = {"float32": fp32}
     if "bfloat16" in dtypes:
         shared["bfloat16"] = videoprism.VideoPrismEncoder(
-            fp32.config, fp32.variables, "bfloat16", weights_source=fp32.weights_source, attention="xla"
+            fp32.config, fp32.variables, "bfloat16", weights_source=fp32.weights_source, attention="xla", mlp="xla"
         )
     return {
         (dtype, attention): videoprism.VideoPrismEncoder(
-            base.config, base.variables, dtype, weights_source=base.weights_source, attention=attention
+            base.config, base.variables, dtype, weights_source=base.weights_source, attention=attention,
+            mlp="xla" if dtype == "float32" else mlp,
         )
         for dtype, base in shared.items()
         for attention in {*attentions, "xla"}
@@ -194,14 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     attentions = list(dict.fromkeys(attention_on(choice, device.platform) for choice in args.attention))
 
     dtypes = {MODES[mode][0] for mode in args.modes} | (set() if args.no_check else {"bfloat16"})
-    encoders = build_encoders(videoprism, model, dtypes, attentions)
+    encoders = build_encoders(videoprism, model, dtypes, attentions, args.mlp)
     rows = []
     for mode in args.modes:
         dtype, precision, _ = MODES[mode]
         for batch in args.batch_sizes:
             for attention in attentions:
-                label = f"{mode} {attention}"
-                row = measure(encoders[dtype, attention], precision, label, batch, clip_shape, flops, args)
+                encoder = encoders[dtype, attention]
+                label = f"{mode} {attention}" + ("" if encoder.mlp == "xla" else f" mlp {encoder.mlp}")
+                row = measure(encoder, precision, label, batch, clip_shape, flops, args)
                 rows.append(row)
                 speed = f"{row.clips_per_s:8.1f} clips/s {row.tflops:8.3g} TFLOP/s" if row.clips_per_s else row.note
                 print(f"{label:>18} B={batch:<3} {speed}", flush=True)

@@ -27,6 +27,8 @@
 #                   of `ours` against `ours-unfused` and, for scale, `ours-eager` against `ours-cudnn`
 #   track-fused     track_sam2.py, tiny and large: ours (fastest tilings), ours-unfused, upstream; large also
 #                   with the compiled image encoder (track-fused-tiny: tiny alone)
+#   mlp-fused       embed_backbone.py (bf16, fused attention, 32 clips) with XLA's MLP, then the fused one (checked)
+#   gelu-matmul     embed_gelu_matmul.py: the MLP's first layer + exact GELU, XLA against our Mosaic GPU kernel
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -100,6 +102,13 @@ for name in "$@"; do
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;
+    mlp-fused)  # the backbone with XLA's MLP against the fused first layer + GELU (with the accuracy check)
+        step mlp-xla 150 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
+            --no-check --mlp xla --out "$OUT/embed_backbone_mlp_xla.md"
+        step mlp-fused 240 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
+            --mlp fused --out "$OUT/embed_backbone_mlp_fused.md" ;;
+    gelu-matmul)
+        step gelu-matmul 300 python3 benchmarks/embed_gelu_matmul.py --out "$OUT/embed_gelu_matmul.md" ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \

@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_sbl.embed import checkpoint as ckpt
 from napari_sbl.embed.attention import ATTENTION_CHOICES, resolve_attention
+from napari_sbl.embed.gelu_matmul import resolve_mlp
 from napari_sbl.embed.jax_setup import prepare_jax
 from napari_sbl.embed.videoprism_model import (
     PUBLISHED_CONFIGS,
@@ -52,9 +53,9 @@ Array = jax.Array
 
 
 @lru_cache(maxsize=8)
-def _compiled_forward(config: VideoPrismConfig, dtype: str, attention: str) -> Callable[..., Any]:
-    """One jitted forward per (config, dtype, attention), shared by all encoders so a reload does not recompile."""
-    module = FactorizedEncoder(config, jnp.dtype(dtype), attention)
+def _compiled_forward(config: VideoPrismConfig, dtype: str, attention: str, mlp: str) -> Callable[..., Any]:
+    """One jitted forward per module setting, shared by all encoders so a reload does not recompile."""
+    module = FactorizedEncoder(config, jnp.dtype(dtype), attention, mlp)
 
     def forward(variables: dict[str, Any], frames: Array, grid: bool, with_spatial: bool) -> Any:
         if frames.dtype == jnp.uint8:
@@ -88,6 +89,8 @@ class VideoPrismEncoder:
     Variables live on the device in the compute dtype (cast once at load), and the forward pass is
     jitted once per input shape. ``attention`` is both stacks' attention: 'auto' (the fused Pallas
     kernel on a GPU, XLA elsewhere), 'xla' or 'fused'; None reads ``$NAPARI_SBL_ATTENTION``, else 'auto'.
+    ``mlp`` is every MLP's first layer and GELU: 'auto' (one Hopper kernel on an H100 in bf16, XLA
+    elsewhere), 'xla', 'fused' or 'fused:TILING'; None reads ``$NAPARI_SBL_MLP``, else 'auto'.
     """
 
     config: VideoPrismConfig
@@ -96,13 +99,15 @@ class VideoPrismEncoder:
     checkpoint_path: Path | None = None
     weights_source: str = "checkpoint"
     attention: str | None = None
+    mlp: str | None = None
 
     def __post_init__(self) -> None:
         self.dtype = ckpt.canonical_dtype(self.dtype)
         self.attention = resolve_attention(self.attention)
+        self.mlp = resolve_mlp(self.mlp, self.dtype)
         compute_dtype = jnp.dtype(self.dtype)
         self.variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, compute_dtype), self.variables)
-        self._forward = _compiled_forward(self.config, self.dtype, self.attention)
+        self._forward = _compiled_forward(self.config, self.dtype, self.attention, self.mlp)
 
     def check_frames(self, frames: Any) -> None:
         """Raise :class:`ClipShapeError` unless ``frames`` is ``(B, T, H, W, 3)`` with H, W multiples of p."""
@@ -169,6 +174,7 @@ def load_encoder(
     reporter: Reporter | None = None,
     seed: int = 0,
     attention: str | None = None,
+    mlp: str | None = None,
 ) -> VideoPrismEncoder:
     """A ready encoder for ``model`` ('base', 'large'; 'tiny' for tests) computing in ``dtype``.
 
@@ -176,12 +182,14 @@ def load_encoder(
     cache, then a download (unless ``download=False``); otherwise :class:`WeightsMissingError` says
     where to put the file. ``weights="random"`` initialises random weights, for benchmarks only.
     ``attention`` ('auto', 'xla', 'fused'; None: ``$NAPARI_SBL_ATTENTION``, else 'auto') is the
-    attention implementation of both stacks; it does not change the weights.
+    attention implementation of both stacks, ``mlp`` that of the MLPs' first layer and GELU (see
+    :class:`VideoPrismEncoder`); neither changes the weights.
     """
     prepare_jax()
     config = VideoPrismConfig.named(model)
     dtype = ckpt.canonical_dtype(dtype)
     attention = resolve_attention(attention)  # refuse a bad choice before reading weights
+    mlp = resolve_mlp(mlp, dtype)
     if weights not in (None, "random"):
         raise ValueError(f"weights must be None (use the checkpoint) or 'random', got {weights!r}")
     if weights == "random":
@@ -194,8 +202,9 @@ def load_encoder(
             seed,
         )
         variables = random_variables(config, seed)
-        return VideoPrismEncoder(config, variables, dtype, weights_source=f"random(seed={seed})", attention=attention)
+        return VideoPrismEncoder(config, variables, dtype, weights_source=f"random(seed={seed})", attention=attention,
+                                 mlp=mlp)
     path = _resolve_checkpoint(config, checkpoint, download, reporter)
     variables = ckpt.load_checkpoint(path, config, dtype=dtype, candidates=PUBLISHED_CONFIGS)
     log.info("loaded VideoPrism %s from %s (%s)", config.name, path, dtype)
-    return VideoPrismEncoder(config, variables, dtype, checkpoint_path=path, attention=attention)
+    return VideoPrismEncoder(config, variables, dtype, checkpoint_path=path, attention=attention, mlp=mlp)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from napari_sbl.embed.attention import capped_attention
+from napari_sbl.embed.gelu_matmul import GeluLinear, tiling_named
 
 Array = jax.Array
 _SQRT_HALF = 0.5**0.5
@@ -210,17 +211,24 @@ class SelfAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Pre-norm MLP ``W2·GELU(W1·LN(x) + b1) + b2``, exact (erf) GELU; the caller adds the residual."""
+    """Pre-norm MLP ``W2·GELU(W1·LN(x) + b1) + b2``, exact (erf) GELU; the caller adds the residual.
+
+    ``mlp`` 'xla' leaves the first layer and GELU to XLA (a matmul, then a GELU pass); 'fused' or
+    'fused:TILING' runs them as one Hopper kernel (``embed/gelu_matmul.py``), same parameters.
+    """
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
+    mlp: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         hidden = LayerNorm(cfg.layer_norm_eps, self.dtype, name="layer_norm")(x)
-        hidden = Linear(cfg.mlp_dim, self.dtype, name="ffn_layer1")(hidden)
-        hidden = exact_gelu(hidden)
+        if self.mlp == "xla":
+            hidden = exact_gelu(Linear(cfg.mlp_dim, self.dtype, name="ffn_layer1")(hidden))
+        else:
+            hidden = GeluLinear(cfg.mlp_dim, self.dtype, tiling_named(self.mlp), name="ffn_layer1")(hidden)
         return Linear(cfg.model_dim, self.dtype, name="ffn_layer2")(hidden)
 
 
@@ -230,12 +238,13 @@ class TransformerBlock(nn.Module):
     config: VideoPrismConfig
     dtype: Any = jnp.float32
     attention: str = "xla"
+    mlp: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, None]:
         normed = LayerNorm(self.config.layer_norm_eps, self.dtype, name="layer_norm")(x)
         x = x + SelfAttention(self.config, self.dtype, self.attention, name="self_attention")(normed)
-        x = x + FeedForward(self.config, self.dtype, name="ff_layer")(x)
+        x = x + FeedForward(self.config, self.dtype, self.mlp, name="ff_layer")(x)
         return x, None
 
 
@@ -246,6 +255,7 @@ class TransformerStack(nn.Module):
     num_layers: int
     dtype: Any = jnp.float32
     attention: str = "xla"
+    mlp: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -255,7 +265,7 @@ class TransformerStack(nn.Module):
             split_rngs={"params": True},
             length=self.num_layers,
         )
-        x, _ = scanned(self.config, self.dtype, self.attention, name="x_layers")(x.astype(self.dtype))
+        x, _ = scanned(self.config, self.dtype, self.attention, self.mlp, name="x_layers")(x.astype(self.dtype))
         return x
 
 
@@ -266,10 +276,12 @@ class Encoder(nn.Module):
     num_layers: int
     dtype: Any = jnp.float32
     attention: str = "xla"
+    mlp: str = "xla"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        stack = TransformerStack(self.config, self.num_layers, self.dtype, self.attention, name="transformers_stack")
+        stack = TransformerStack(
+            self.config, self.num_layers, self.dtype, self.attention, self.mlp, name="transformers_stack")
         return stack(x)
 
 
@@ -294,11 +306,13 @@ class FactorizedEncoder(nn.Module):
     trained one resize the positional tables (upstream additionally asserts H == W; we do not need to).
     ``attention`` ('xla', 'fused', 'auto') is both stacks' attention: the spatial one's N keys per
     frame and the temporal one's T keys per patch location (padded to 16 for the kernel, and masked).
+    ``mlp`` ('xla', 'fused[:TILING]') is every MLP's first layer and GELU (see ``FeedForward``).
     """
 
     config: VideoPrismConfig
     dtype: Any = jnp.float32
     attention: str = "xla"
+    mlp: str = "xla"
 
     @nn.compact
     def __call__(self, frames: Array) -> tuple[Array, Array]:
@@ -310,7 +324,7 @@ class FactorizedEncoder(nn.Module):
         x = Linear(cfg.model_dim, dtype, name="patch_projection")(patches.astype(dtype))
         spatial_table = PositionTable(cfg.pos_emb_grid**2, cfg.model_dim, dtype, name="spatial_pos_emb")()
         x = x + resize_spatial_table(spatial_table, cfg.pos_emb_grid, rows, cols)
-        x = Encoder(cfg, cfg.num_spatial_layers, dtype, self.attention, name="spatial_encoder")(x)
+        x = Encoder(cfg, cfg.num_spatial_layers, dtype, self.attention, self.mlp, name="spatial_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="spatial_ln")(x)
         spatial_features = x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim)
 
@@ -318,7 +332,7 @@ class FactorizedEncoder(nn.Module):
         x = x.reshape(batch * tokens_per_frame, num_frames, cfg.model_dim)
         temporal_table = PositionTable(cfg.pos_emb_frames, cfg.model_dim, dtype, name="temporal_pos_emb")()
         x = x + resize_temporal_table(temporal_table, num_frames)
-        x = Encoder(cfg, cfg.num_temporal_layers, dtype, self.attention, name="temporal_encoder")(x)
+        x = Encoder(cfg, cfg.num_temporal_layers, dtype, self.attention, self.mlp, name="temporal_encoder")(x)
         x = LayerNorm(cfg.layer_norm_eps, dtype, name="temporal_ln")(x)
         x = x.reshape(batch, tokens_per_frame, num_frames, cfg.model_dim).transpose(0, 2, 1, 3)
         return x.reshape(batch, num_frames * tokens_per_frame, cfg.model_dim), spatial_features

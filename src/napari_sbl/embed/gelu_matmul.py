@@ -1,0 +1,231 @@
+"""``GELU(x W + b)`` (exact, erf) in one Hopper kernel (Pallas Mosaic GPU): the MLP's first layer.
+
+XLA runs the first MLP layer as a cuBLAS matmul with its bias in the epilogue, then the exact GELU
+as a separate pass that reads and writes the whole (tokens, 3072) hidden activation: 0.35 of the
+backbone's 2.25 ms per clip on an H100 (benchmarks/results/embed_backbone.md), and cuBLAS only
+offers the tanh GELU in its epilogue, which VideoPrism does not use. Here the bias and GELU are
+applied to the float32 accumulator before the single bf16 store.
+
+The erf is Abramowitz & Stegun's 7.1.26 (absolute error below 1.5e-7, far under bf16's rounding),
+written with operations Mosaic GPU lowers (exp, division, select). The kernel needs an sm_90 GPU;
+``interpret=True`` runs it in Pallas's interpreter on the CPU (tests, the plain pipeline only).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Abramowitz & Stegun 7.1.26: erf(u) ≈ 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-u²), t = 1 / (1 + p u)
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+TILE_K = 64  # bf16 columns in one 128-byte swizzled row
+MLP_CHOICES = ("auto", "xla", "fused")
+
+
+@dataclass(frozen=True)
+class GeluMatmulTiling:
+    """Output rows and columns per warpgroup, pipeline stages, whether a memory warpgroup feeds two
+    compute warpgroups (warp specialisation; each then owns ``tile_n`` of the block's ``2 * tile_n`` columns),
+    and the band width of a one-axis grid walked as a planar snake (0: a two-axis grid)."""
+
+    # the fastest measured on an H100 at base's shape (benchmarks/results/embed_gelu_matmul.md)
+    tile_m: int = 128
+    tile_n: int = 128
+    stages: int = 2
+    warp_specialized: bool = False
+    group: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> GeluMatmulTiling:
+        """``"128x128x2"`` (plain pipeline), ``"…xws"`` (warp specialised), ``"…xg8"`` (blocks walked in bands
+        of 8) → a tiling."""
+        parts = text.split("x")
+        group = next((int(part[1:]) for part in parts[3:] if part.startswith("g")), 0)
+        return cls(int(parts[0]), int(parts[1]), int(parts[2]), "ws" in parts[3:], group)
+
+
+def exact_gelu_from_accumulator(z: jax.Array) -> jax.Array:
+    """``z Φ(z)`` with Φ from the A&S erf on |z|/√2, using only ops Mosaic GPU lowers."""
+    u = jnp.abs(z) * (1.0 / math.sqrt(2.0))
+    t = 1.0 / (1.0 + _ERF_P * u)
+    a1, a2, a3, a4, a5 = _ERF_A
+    tail = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * jnp.exp(-u * u)  # 1 - erf(u)
+    half_erf = 0.5 - 0.5 * tail
+    return z * jnp.where(z >= 0.0, 0.5 + half_erf, 0.5 - half_erf)
+
+
+def gelu_linear(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, tiling: GeluMatmulTiling = GeluMatmulTiling(),
+    interpret: bool = False,
+) -> jax.Array:
+    """``GELU(x @ kernel + bias)`` for bf16 ``x`` (m, k) and ``kernel`` (k, n): bf16 (m, n).
+
+    ``m`` must divide into ``tile_m`` rows, ``n`` into the block's columns and ``k`` into 64.
+    """
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    m, k = x.shape
+    n = kernel.shape[1]
+    groups = 2 if tiling.warp_specialized else 1
+    tile_m, tile_n = tiling.tile_m, tiling.tile_n
+    block_n = tile_n * groups
+    if m % tile_m or n % block_n or k % TILE_K:
+        raise ValueError(f"gelu_linear: ({m}, {k}) @ ({k}, {n}) does not tile by {tile_m}×{block_n}×{TILE_K}")
+    transforms = (plgpu.TilingTransform((8, TILE_K)), plgpu.SwizzleTransform(128))
+    out_dtype = x.dtype
+
+    def epilogue(acc: jax.Array, bias_smem, group) -> jax.Array:
+        columns = bias_smem.at[pl.ds(group * tile_n, tile_n)]
+        bias_row = plgpu.load(columns, (), layout=plgpu.Layout.WGMMA.reduce(0))
+        return exact_gelu_from_accumulator(acc + lax.broadcast_in_dim(bias_row, acc.shape, [1])).astype(out_dtype)
+
+    def plain(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, acc, barrier):
+        row_block, column_block = block_indices()
+        plgpu.copy_gmem_to_smem(b_gmem.at[pl.ds(column_block * block_n, block_n)], bias_smem, barrier.at[0])
+
+        # one wgmma left in flight needs its buffers kept a step longer (jax versions that can say so)
+        delayed = "delay_release" in inspect.signature(plgpu.emit_pipeline).parameters
+
+        def step(_, x_smem, w_smem):
+            plgpu.wgmma(acc, x_smem, w_smem)
+            plgpu.wgmma_wait(1 if delayed else 0)
+
+        plgpu.emit_pipeline(
+            step,
+            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=transforms),
+                      plgpu.BlockSpec((TILE_K, tile_n), lambda s: (s, column_block), transforms=transforms)],
+            grid=(k // TILE_K,), max_concurrent_steps=tiling.stages, **({"delay_release": 1} if delayed else {}),
+        )(x_gmem, w_gmem)
+        plgpu.wgmma_wait(0)
+        plgpu.barrier_wait(barrier.at[0])
+        out_smem[...] = epilogue(acc[...], bias_smem, 0)
+        store(out_gmem, out_smem, row_block, column_block)
+
+    def specialized(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, barrier):
+        row_block, column_block = block_indices()
+        group = lax.axis_index("wg")
+
+        def compute(pipeline):
+            own_columns = pl.ds(group * tile_n, tile_n)
+            plgpu.copy_gmem_to_smem(b_gmem.at[pl.ds(column_block * block_n, block_n)].at[own_columns],
+                                    bias_smem.at[own_columns], barrier.at[group])
+            acc = plgpu.layout_cast(jnp.zeros((tile_m, tile_n), jnp.float32), plgpu.Layout.WGMMA)
+            acc = pipeline(acc)
+            plgpu.barrier_wait(barrier.at[group])
+            out_smem[:, pl.ds(group * tile_n, tile_n)] = epilogue(acc, bias_smem, group)
+
+        def step(_, x_smem, w_smem, acc):
+            def multiply(acc_ref):
+                plgpu.wgmma(acc_ref, x_smem, w_smem.at[:, pl.ds(group * tile_n, tile_n)])
+
+            return pl.run_state(multiply)(plgpu.ACC.init(acc))
+
+        plgpu.emit_pipeline_warp_specialized(
+            step,
+            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=transforms),
+                      plgpu.BlockSpec((TILE_K, block_n), lambda s: (s, column_block), transforms=transforms)],
+            grid=(k // TILE_K,), compute_context=compute, max_concurrent_steps=tiling.stages,
+            num_compute_wgs=2, memory_registers=40, memory_thread_idx=2, wg_axis="wg",
+        )(x_gmem, w_gmem)
+        store(out_gmem, out_smem, row_block, column_block)
+
+    def store(out_gmem, out_smem, row_block, column_block) -> None:
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(
+            out_smem, out_gmem.at[pl.ds(row_block * tile_m, tile_m), pl.ds(column_block * block_n, block_n)])
+        plgpu.wait_smem_to_gmem(0)
+
+    if tiling.group:  # one grid axis, walked in bands of `group` row blocks (planar snake) for L2 reuse
+        grid, grid_names = ((m // tile_m) * (n // block_n),), ("blocks",)
+    else:
+        grid, grid_names = (m // tile_m, n // block_n), ("m", "n")
+
+    def block_indices():
+        if not tiling.group:
+            return pl.program_id(0), pl.program_id(1)
+        return plgpu.planar_snake(pl.program_id(0), (m // tile_m, n // block_n), 0, tiling.group)
+
+    scratch = dict(out_smem=plgpu.SMEM((tile_m, block_n), out_dtype),
+                   bias_smem=plgpu.SMEM((block_n,), jnp.float32),
+                   barrier=plgpu.Barrier(num_barriers=groups))
+    threads = {}
+    if tiling.warp_specialized:
+        body = specialized
+        threads = dict(num_threads=3, thread_name="wg")
+    else:
+        body = plain
+        scratch["acc"] = plgpu.ACC((tile_m, tile_n), jnp.float32)
+    call = plgpu.kernel(
+        body, out_type=jax.ShapeDtypeStruct((m, n), out_dtype), scratch_types=scratch,
+        grid=grid, grid_names=grid_names, interpret=interpret or None, **threads,
+        # fast exp and division in the epilogue (relative error ~1e-7 against bf16's 4e-3 rounding)
+        compiler_params=plgpu.CompilerParams(approx_math=True),
+    )
+    return call(x, kernel.astype(x.dtype), bias.astype(jnp.float32))
+
+
+gelu_linear_jit = functools.partial(jax.jit, static_argnames=("tiling", "interpret"))(gelu_linear)
+
+
+def tiling_named(mlp: str) -> GeluMatmulTiling:
+    """The tiling of an ``mlp`` setting: 'fused' (the default tiling) or 'fused:128x128x2'."""
+    _, _, text = mlp.partition(":")
+    return GeluMatmulTiling.parse(text) if text else GeluMatmulTiling()
+
+
+def resolve_mlp(mlp: str | None, dtype: str) -> str:
+    """'auto' (or None, unless ``$NAPARI_SBL_MLP`` says otherwise) → 'fused' on a Hopper GPU computing in
+    bf16, else 'xla'; an explicit 'xla', 'fused' or 'fused:TILING' is checked and kept."""
+    mlp = mlp or os.environ.get("NAPARI_SBL_MLP") or "auto"
+    if mlp.partition(":")[0] not in MLP_CHOICES:
+        raise ValueError(f"mlp {mlp!r} is not one of {', '.join(MLP_CHOICES)} (or fused:TILING)")
+    if mlp.startswith("fused:"):
+        tiling_named(mlp)  # refuse a malformed tiling now, not inside a jitted forward
+    if mlp != "auto":
+        return mlp
+    device = jax.devices()[0]
+    hopper = device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9.")
+    return "fused" if hopper and jnp.dtype(dtype) == jnp.bfloat16 else "xla"
+
+
+class _DenseParameters(nn.Module):
+    """``nn.Dense``'s parameters (same names, shapes, initialisers), without its matmul."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (in_features, self.features), jnp.float32)
+        return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+
+
+class GeluLinear(nn.Module):
+    """``GELU(x W + b)`` through :func:`gelu_linear`, with the parameters of VideoPrism's ``Linear``
+    (a child ``linear`` holding ``kernel`` and ``bias``), so checkpoints load unchanged. Rows are
+    padded to the tiling's row block and the padding dropped."""
+
+    features: int
+    dtype: Any
+    tiling: GeluMatmulTiling
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel, bias = _DenseParameters(self.features, name="linear")(x.shape[-1])
+        rows = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+        count = rows.shape[0]
+        padding = -count % self.tiling.tile_m
+        if padding:
+            rows = jnp.pad(rows, ((0, padding), (0, 0)))
+        out = gelu_linear(rows, kernel.astype(self.dtype), bias, self.tiling)
+        return out[:count].reshape(*x.shape[:-1], self.features)
