@@ -18,8 +18,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-TILINGS = ("128x128x2", "128x128x2xg4", "128x128x2xg8", "128x128x2xg16", "128x128x2xg32", "128x128x3xwsxg8",
-           "128x128x3xws")
+TILINGS = ("128x128x2", "128x128x2xws", "128x128x3xws", "128x128x3xwsxg8", "128x64x4xws", "128x64x5xws",
+           "128x192x2xws")
 
 
 def timed_ms(fn, *args, iters: int = 10, repeats: int = 3) -> float:

@@ -27,6 +27,7 @@
 #                   of `ours` against `ours-unfused` and, for scale, `ours-eager` against `ours-cudnn`
 #   track-fused     track_sam2.py, tiny and large: ours (fastest tilings), ours-unfused, upstream; large also
 #                   with the compiled image encoder (track-fused-tiny: tiny alone)
+#   xla-graphs      embed_backbone.py (bf16, fused, 32 clips) under XLA command-buffer (CUDA graph) flags
 #   mlp-fused       embed_backbone.py (bf16, fused attention, 32 clips) with XLA's MLP, then the fused one (checked)
 #   gelu-matmul     embed_gelu_matmul.py: the MLP's first layer + exact GELU, XLA against our Mosaic GPU kernel
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
@@ -120,6 +121,18 @@ for name in "$@"; do
             step "xla${flags//[^a-z=]/_}" 120 env XLA_FLAGS="$flags" python3 benchmarks/embed_backbone.py \
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla${flags//[^a-z=]/_}.log")" >>"$OUT/xla_flags.md"
+        done ;;
+    xla-graphs)  # XLA's command buffers (CUDA graphs) over more kinds of work, the layer loops included
+        step xla-none 100 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
+        echo "no flags: $(grep '^| bf16' "$OUT/logs/xla-none.log")" >>"$OUT/xla_graphs.md"
+        n=0
+        for flags in "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL" \
+            "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
+            "--xla_gpu_enable_command_buffer=" "--xla_gpu_enable_while_loop_double_buffering=true"; do
+            n=$((n + 1))
+            step "xla-graphs-$n" 120 env XLA_FLAGS="$flags" python3 benchmarks/embed_backbone.py \
+                --modes bf16 --attention fused --batch-sizes 32 --no-check
+            echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla-graphs-$n.log")" >>"$OUT/xla_graphs.md"
         done ;;
     embed-profile)
         step embed-profile 150 python3 benchmarks/embed_profile.py --out "$OUT" ;;
