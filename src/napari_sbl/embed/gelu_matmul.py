@@ -64,6 +64,146 @@ def exact_gelu_from_accumulator(z: jax.Array) -> jax.Array:
     return z * jnp.where(z >= 0.0, 0.5 + half_erf, 0.5 - half_erf)
 
 
+@dataclass(frozen=True)
+class _Blocks:
+    """How ``(m, k) @ (k, n)`` is cut into output blocks, and where a block's rows and columns lie."""
+
+    m: int
+    n: int
+    k: int
+    tiling: GeluMatmulTiling
+
+    @property
+    def groups(self) -> int:  # compute warpgroups per block
+        return 2 if self.tiling.warp_specialized else 1
+
+    @property
+    def block_n(self) -> int:
+        return self.tiling.tile_n * self.groups
+
+    @property
+    def grid(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        row_blocks, column_blocks = self.m // self.tiling.tile_m, self.n // self.block_n
+        if self.tiling.group:  # one axis, walked in bands of `group` row blocks (planar snake)
+            return (row_blocks * column_blocks,), ("blocks",)
+        return (row_blocks, column_blocks), ("m", "n")
+
+    def indices(self) -> tuple[jax.Array, jax.Array]:
+        """This program's (row block, column block)."""
+        import jax.experimental.pallas as pl
+        import jax.experimental.pallas.mosaic_gpu as plgpu
+
+        if not self.tiling.group:
+            return pl.program_id(0), pl.program_id(1)
+        shape = (self.m // self.tiling.tile_m, self.n // self.block_n)
+        return plgpu.planar_snake(pl.program_id(0), shape, 0, self.tiling.group)
+
+    def rows(self, row_block: jax.Array):
+        import jax.experimental.pallas as pl
+
+        return pl.ds(row_block * self.tiling.tile_m, self.tiling.tile_m)
+
+    def columns(self, column_block: jax.Array):
+        import jax.experimental.pallas as pl
+
+        return pl.ds(column_block * self.block_n, self.block_n)
+
+
+def _transforms():
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    return (plgpu.TilingTransform((8, TILE_K)), plgpu.SwizzleTransform(128))
+
+
+def _epilogue(acc: jax.Array, bias_smem: Any, out_dtype: Any) -> jax.Array:
+    """Bias (broadcast over rows) and GELU on a warpgroup's float32 accumulator, cast for the store."""
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    bias_row = plgpu.load(bias_smem, (), layout=plgpu.Layout.WGMMA.reduce(0))
+    return exact_gelu_from_accumulator(acc + lax.broadcast_in_dim(bias_row, acc.shape, [1])).astype(out_dtype)
+
+
+def _plain_body(blocks: _Blocks):
+    """One warpgroup per block: a TMA pipeline over k feeding wgmma, then the epilogue. Two such blocks
+    share an SM, so one's epilogue overlaps the other's matmuls."""
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    tile_m, tile_n = blocks.tiling.tile_m, blocks.tiling.tile_n
+    # one wgmma left in flight needs its buffers kept a step longer (jax versions that can say so)
+    delayed = "delay_release" in inspect.signature(plgpu.emit_pipeline).parameters
+
+    def body(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, barrier, acc):
+        row_block, column_block = blocks.indices()
+        plgpu.copy_gmem_to_smem(b_gmem.at[blocks.columns(column_block)], bias_smem, barrier.at[0])
+
+        def step(_, x_smem, w_smem):
+            plgpu.wgmma(acc, x_smem, w_smem)
+            plgpu.wgmma_wait(1 if delayed else 0)
+
+        plgpu.emit_pipeline(
+            step,
+            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=_transforms()),
+                      plgpu.BlockSpec((TILE_K, tile_n), lambda s: (s, column_block), transforms=_transforms())],
+            grid=(blocks.k // TILE_K,), max_concurrent_steps=blocks.tiling.stages,
+            **({"delay_release": 1} if delayed else {}),
+        )(x_gmem, w_gmem)
+        plgpu.wgmma_wait(0)
+        plgpu.barrier_wait(barrier.at[0])
+        out_smem[...] = _epilogue(acc[...], bias_smem, out_smem.dtype)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[blocks.rows(row_block), blocks.columns(column_block)])
+        plgpu.wait_smem_to_gmem(0)
+
+    return body
+
+
+def _specialized_body(blocks: _Blocks):
+    """A memory warpgroup feeding two compute warpgroups, each owning ``tile_n`` of the block's columns."""
+    import jax.experimental.pallas as pl
+    import jax.experimental.pallas.mosaic_gpu as plgpu
+
+    tile_m, tile_n = blocks.tiling.tile_m, blocks.tiling.tile_n
+
+    def body(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, barrier):
+        row_block, column_block = blocks.indices()
+        group = lax.axis_index("wg")
+        own_columns = pl.ds(group * tile_n, tile_n)
+
+        def compute(run_pipeline):
+            plgpu.copy_gmem_to_smem(b_gmem.at[blocks.columns(column_block)].at[own_columns],
+                                    bias_smem.at[own_columns], barrier.at[group])
+
+            def accumulate(acc_ref):
+                run_pipeline(acc_ref)
+                plgpu.wgmma_wait(0)
+                plgpu.barrier_wait(barrier.at[group])
+                out_smem[group] = _epilogue(acc_ref[...], bias_smem.at[own_columns], out_smem.dtype)
+
+            pl.run_scoped(accumulate, plgpu.ACC((tile_m, tile_n), jnp.float32))
+            plgpu.commit_smem()  # each compute warpgroup stores its own columns
+            plgpu.copy_smem_to_gmem(
+                out_smem.at[group],
+                out_gmem.at[blocks.rows(row_block), blocks.columns(column_block)].at[:, own_columns])
+            plgpu.wait_smem_to_gmem(0)
+
+        def step(_, x_smem, w_smem, acc_ref):
+            plgpu.wgmma(acc_ref, x_smem, w_smem.at[:, own_columns])
+            plgpu.wgmma_wait(1)  # one in flight: its buffers are released a step later (delay_release)
+            return acc_ref
+
+        plgpu.emit_pipeline_warp_specialized(
+            step,
+            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=_transforms(),
+                                      delay_release=1),
+                      plgpu.BlockSpec((TILE_K, blocks.block_n), lambda s: (s, column_block),
+                                      transforms=_transforms(), delay_release=1)],
+            grid=(blocks.k // TILE_K,), compute_context=compute, max_concurrent_steps=blocks.tiling.stages,
+            num_compute_wgs=2, memory_registers=40, memory_thread_idx=2, wg_axis="wg",
+        )(x_gmem, w_gmem)
+
+    return body
+
+
 def gelu_linear(
     x: jax.Array, kernel: jax.Array, bias: jax.Array, tiling: GeluMatmulTiling = GeluMatmulTiling(),
     interpret: bool = False,
@@ -72,100 +212,24 @@ def gelu_linear(
 
     ``m`` must divide into ``tile_m`` rows, ``n`` into the block's columns and ``k`` into 64.
     """
-    import jax.experimental.pallas as pl
     import jax.experimental.pallas.mosaic_gpu as plgpu
 
-    m, k = x.shape
-    n = kernel.shape[1]
-    groups = 2 if tiling.warp_specialized else 1
-    tile_m, tile_n = tiling.tile_m, tiling.tile_n
-    block_n = tile_n * groups
-    if m % tile_m or n % block_n or k % TILE_K:
-        raise ValueError(f"gelu_linear: ({m}, {k}) @ ({k}, {n}) does not tile by {tile_m}×{block_n}×{TILE_K}")
-    transforms = (plgpu.TilingTransform((8, TILE_K)), plgpu.SwizzleTransform(128))
+    (m, k), n = x.shape, kernel.shape[1]
+    blocks = _Blocks(m, n, k, tiling)
+    if m % tiling.tile_m or n % blocks.block_n or k % TILE_K:
+        raise ValueError(
+            f"gelu_linear: ({m}, {k}) @ ({k}, {n}) does not tile by {tiling.tile_m}×{blocks.block_n}×{TILE_K}")
     out_dtype = x.dtype
-
-    def epilogue(acc: jax.Array, bias_smem, group) -> jax.Array:
-        columns = bias_smem.at[pl.ds(group * tile_n, tile_n)]
-        bias_row = plgpu.load(columns, (), layout=plgpu.Layout.WGMMA.reduce(0))
-        return exact_gelu_from_accumulator(acc + lax.broadcast_in_dim(bias_row, acc.shape, [1])).astype(out_dtype)
-
-    def plain(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, acc, barrier):
-        row_block, column_block = block_indices()
-        plgpu.copy_gmem_to_smem(b_gmem.at[pl.ds(column_block * block_n, block_n)], bias_smem, barrier.at[0])
-
-        # one wgmma left in flight needs its buffers kept a step longer (jax versions that can say so)
-        delayed = "delay_release" in inspect.signature(plgpu.emit_pipeline).parameters
-
-        def step(_, x_smem, w_smem):
-            plgpu.wgmma(acc, x_smem, w_smem)
-            plgpu.wgmma_wait(1 if delayed else 0)
-
-        plgpu.emit_pipeline(
-            step,
-            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=transforms),
-                      plgpu.BlockSpec((TILE_K, tile_n), lambda s: (s, column_block), transforms=transforms)],
-            grid=(k // TILE_K,), max_concurrent_steps=tiling.stages, **({"delay_release": 1} if delayed else {}),
-        )(x_gmem, w_gmem)
-        plgpu.wgmma_wait(0)
-        plgpu.barrier_wait(barrier.at[0])
-        out_smem[...] = epilogue(acc[...], bias_smem, 0)
-        store(out_gmem, out_smem, row_block, column_block)
-
-    def specialized(x_gmem, w_gmem, b_gmem, out_gmem, out_smem, bias_smem, barrier):
-        row_block, column_block = block_indices()
-        group = lax.axis_index("wg")
-
-        def compute(pipeline):
-            own_columns = pl.ds(group * tile_n, tile_n)
-            plgpu.copy_gmem_to_smem(b_gmem.at[pl.ds(column_block * block_n, block_n)].at[own_columns],
-                                    bias_smem.at[own_columns], barrier.at[group])
-            acc = plgpu.layout_cast(jnp.zeros((tile_m, tile_n), jnp.float32), plgpu.Layout.WGMMA)
-            acc = pipeline(acc)
-            plgpu.barrier_wait(barrier.at[group])
-            out_smem[:, pl.ds(group * tile_n, tile_n)] = epilogue(acc, bias_smem, group)
-
-        def step(_, x_smem, w_smem, acc):
-            def multiply(acc_ref):
-                plgpu.wgmma(acc_ref, x_smem, w_smem.at[:, pl.ds(group * tile_n, tile_n)])
-
-            return pl.run_state(multiply)(plgpu.ACC.init(acc))
-
-        plgpu.emit_pipeline_warp_specialized(
-            step,
-            in_specs=[plgpu.BlockSpec((tile_m, TILE_K), lambda s: (row_block, s), transforms=transforms),
-                      plgpu.BlockSpec((TILE_K, block_n), lambda s: (s, column_block), transforms=transforms)],
-            grid=(k // TILE_K,), compute_context=compute, max_concurrent_steps=tiling.stages,
-            num_compute_wgs=2, memory_registers=40, memory_thread_idx=2, wg_axis="wg",
-        )(x_gmem, w_gmem)
-        store(out_gmem, out_smem, row_block, column_block)
-
-    def store(out_gmem, out_smem, row_block, column_block) -> None:
-        plgpu.commit_smem()
-        plgpu.copy_smem_to_gmem(
-            out_smem, out_gmem.at[pl.ds(row_block * tile_m, tile_m), pl.ds(column_block * block_n, block_n)])
-        plgpu.wait_smem_to_gmem(0)
-
-    if tiling.group:  # one grid axis, walked in bands of `group` row blocks (planar snake) for L2 reuse
-        grid, grid_names = ((m // tile_m) * (n // block_n),), ("blocks",)
-    else:
-        grid, grid_names = (m // tile_m, n // block_n), ("m", "n")
-
-    def block_indices():
-        if not tiling.group:
-            return pl.program_id(0), pl.program_id(1)
-        return plgpu.planar_snake(pl.program_id(0), (m // tile_m, n // block_n), 0, tiling.group)
-
-    scratch = dict(out_smem=plgpu.SMEM((tile_m, block_n), out_dtype),
-                   bias_smem=plgpu.SMEM((block_n,), jnp.float32),
-                   barrier=plgpu.Barrier(num_barriers=groups))
-    threads = {}
+    scratch = dict(bias_smem=plgpu.SMEM((blocks.block_n,), jnp.float32),
+                   barrier=plgpu.Barrier(num_barriers=blocks.groups))
     if tiling.warp_specialized:
-        body = specialized
-        threads = dict(num_threads=3, thread_name="wg")
+        body, threads = _specialized_body(blocks), dict(num_threads=3, thread_name="wg")
+        scratch["out_smem"] = plgpu.SMEM((2, tiling.tile_m, tiling.tile_n), out_dtype)
     else:
-        body = plain
-        scratch["acc"] = plgpu.ACC((tile_m, tile_n), jnp.float32)
+        body, threads = _plain_body(blocks), {}
+        scratch["out_smem"] = plgpu.SMEM((tiling.tile_m, tiling.tile_n), out_dtype)
+        scratch["acc"] = plgpu.ACC((tiling.tile_m, tiling.tile_n), jnp.float32)
+    grid, grid_names = blocks.grid
     call = plgpu.kernel(
         body, out_type=jax.ShapeDtypeStruct((m, n), out_dtype), scratch_types=scratch,
         grid=grid, grid_names=grid_names, interpret=interpret or None, **threads,
