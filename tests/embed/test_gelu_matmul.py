@@ -87,3 +87,16 @@ def test_resolve_mlp(monkeypatch):
     with pytest.raises(ValueError):
         resolve_mlp("fused:12x", "bfloat16")
     assert GeluMatmulTiling.parse("64x128x3xwsxg8") == GeluMatmulTiling(64, 128, 3, True, 8)
+
+
+def test_kernel_probe_says_no_where_the_kernel_cannot_run(caplog):
+    """Off Hopper (here: the CPU) the probe fails cleanly, so 'auto' would keep XLA's MLP."""
+    from napari_sbl.embed import gelu_matmul
+
+    gelu_matmul._kernel_runs.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert gelu_matmul._kernel_runs() is False
+        assert "XLA's MLP is used" in caplog.text
+    finally:
+        gelu_matmul._kernel_runs.cache_clear()

@@ -185,3 +185,37 @@ def test_fused_memory_attention_agrees_on_every_call_of_a_tracking_run(kernels):
     assert any(pointers > 0 for _, pointers in lengths)
     worst = max(error for _, _, error in calls)
     assert worst < 5e-3, f"worst relative error {worst:.2e} over {len(calls)} calls"
+
+
+def test_a_tiling_the_gpu_cannot_compile_falls_back(kernels, memory_attention, monkeypatch, caplog):
+    """First a smaller tiling, then SAM2's own attention (with a warning), never an error mid-video."""
+    _, cross_module = kernels
+    curr, memory, _, memory_pos = memory_inputs()
+    half = copy.deepcopy(memory_attention.layers[0].cross_attn_image)
+    store_autocast_weights(half, torch.float16)
+    args = (curr.transpose(0, 1), (memory + memory_pos).transpose(0, 1), memory.transpose(0, 1))
+    real_attention = cross_module.attention
+    tried = []
+
+    def attention_refusing_big_blocks(q, k, v, tiling):
+        tried.append(tiling)
+        if tiling.block_queries > 32:
+            raise RuntimeError("out of resource: shared memory")
+        return real_attention(q, k, v, tiling)
+
+    monkeypatch.setattr(cross_module, "attention", attention_refusing_big_blocks)
+    fused = cross_module.FusedRoPEAttention(half, off_gpu=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        sam2_half = half(*args, num_k_exclude_rope=POINTER_TOKENS)
+        first = fused(*args, num_k_exclude_rope=POINTER_TOKENS)
+        assert fused.kernels == "working" and fused.tiling.block_queries == 32
+        assert [t.block_queries for t in tried] == [128, 64, 64, 32]
+        assert relative_error(first, sam2_half) < 2e-3
+
+        monkeypatch.setattr(cross_module, "attention", lambda *a: (_ for _ in ()).throw(RuntimeError("no bf16")))
+        refused = cross_module.FusedRoPEAttention(half, off_gpu=True)
+        with caplog.at_level("WARNING"):
+            out = refused(*args, num_k_exclude_rope=POINTER_TOKENS)
+        assert refused.kernels == "unavailable" and "SAM2's own memory attention" in caplog.text
+        assert torch.equal(out, sam2_half)
+        assert torch.equal(refused(*args, num_k_exclude_rope=POINTER_TOKENS), sam2_half)

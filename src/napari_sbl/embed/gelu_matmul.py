@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+log = logging.getLogger(__name__)
 
 # Abramowitz & Stegun 7.1.26: erf(u) ≈ 1 - t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) exp(-u²), t = 1 / (1 + p u)
 _ERF_P = 0.3275911
@@ -260,7 +263,28 @@ def resolve_mlp(mlp: str | None, dtype: str) -> str:
         return mlp
     device = jax.devices()[0]
     hopper = device.platform == "gpu" and str(getattr(device, "compute_capability", "")).startswith("9.")
-    return "fused" if hopper and jnp.dtype(dtype) == jnp.bfloat16 else "xla"
+    return "fused" if hopper and jnp.dtype(dtype) == jnp.bfloat16 and _kernel_runs() else "xla"
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_runs() -> bool:
+    """Whether this JAX and GPU compile and run the kernel correctly (once per process, on one block):
+    Mosaic GPU's API is young, and a JAX version it does not fit must cost speed, not the embedding."""
+    keys = jax.random.split(jax.random.key(0), 2)
+    x = jax.random.normal(keys[0], (128, 64), jnp.bfloat16)
+    w = jax.random.normal(keys[1], (64, 128), jnp.bfloat16)
+    b = jnp.linspace(-1.0, 1.0, 128, dtype=jnp.float32)
+    try:
+        out = jax.block_until_ready(gelu_linear_jit(x, w, b)).astype(jnp.float32)
+    except Exception as err:  # lowering and compile errors have no common base class
+        log.warning("the fused MLP kernel does not compile here (%s: %s); XLA's MLP is used",
+                    type(err).__name__, str(err)[:300])
+        return False
+    expected = jax.nn.gelu(x.astype(jnp.float32) @ w.astype(jnp.float32) + b, approximate=False)
+    if not bool(jnp.allclose(out, expected, rtol=2e-2, atol=2e-2)):
+        log.warning("the fused MLP kernel computes wrong values here; XLA's MLP is used")
+        return False
+    return True
 
 
 class _DenseParameters(nn.Module):

@@ -54,7 +54,7 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
-        _fuse_attention(predictor, params.cross_attention_tiling, params.self_attention_tiling)
+        _fuse_attention(predictor, device, params.cross_attention_tiling, params.self_attention_tiling)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
@@ -84,7 +84,13 @@ def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return len(layers)
 
 
-def _fuse_attention(predictor: Any, cross_tiling: str, self_tiling: str) -> None:
+def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, self_tiling: str) -> None:
+    import torch
+
+    if torch.cuda.get_device_capability(device) < (8, 0):  # the kernels' bf16 matmuls need Ampere or newer
+        logger.info("memory attention not fused: %s is older than compute capability 8.0",
+                    torch.cuda.get_device_name(device))
+        return
     try:
         from napari_sbl.segment import sam2_attention_kernels as kernels
         from napari_sbl.segment.sam2_fused_attention import fuse_memory_attention

@@ -39,6 +39,11 @@ from napari_sbl.segment.sam2_attention_kernels import (
 logger = logging.getLogger(__name__)
 
 HALF_PRECISION = (torch.bfloat16, torch.float16)
+# smaller tilings tried, in order, when a GPU cannot compile the chosen one (A100s have 164 KB of shared
+# memory per block, consumer GPUs ~100 KB; the H100 defaults use up to ~200 KB)
+FALLBACK_TILINGS = (
+    AttentionTiling(64, 64, 4, 2, 2), AttentionTiling(64, 32, 4, 2, 2), AttentionTiling(32, 32, 4, 1, 2),
+)
 
 
 class FusedRoPEAttention(RoPEAttention):
@@ -46,7 +51,9 @@ class FusedRoPEAttention(RoPEAttention):
 
     A ``RoPEAttention`` itself, holding the original's projections and rotary settings: SAM2 hands
     the object-pointer count only to layers whose cross-attention is one, and anything the kernels do
-    not cover runs SAM2's own forward.
+    not cover runs SAM2's own forward. The first call compiles the kernels; if the GPU cannot (too
+    little shared memory for the tiling, no bf16 matmuls), smaller tilings are tried, then SAM2's own
+    attention is used from then on, with a warning.
     """
 
     def __init__(
@@ -69,10 +76,35 @@ class FusedRoPEAttention(RoPEAttention):
             self.register_buffer("value_out_weight", folded_weight.to(dtype), persistent=False)
             self.register_buffer("value_out_bias", folded_bias.to(dtype), persistent=False)
         self._angles: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kernels = "untried"  # "untried", "working" or "unavailable"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0) -> torch.Tensor:
-        if not (q.is_cuda or self.off_gpu):
+        if not (q.is_cuda or self.off_gpu) or self.kernels == "unavailable":
             return super().forward(q, k, v, num_k_exclude_rope=num_k_exclude_rope)
+        if self.kernels == "untried":
+            return self._first_call(q, k, v, num_k_exclude_rope)
+        return self._fused(q, k, v, num_k_exclude_rope)
+
+    def _first_call(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int) -> torch.Tensor:
+        """The fused forward with the first tiling this GPU compiles; SAM2's forward if none does."""
+        errors = []
+        for tiling in (self.tiling, *(t for t in FALLBACK_TILINGS if t != self.tiling)):
+            self.tiling = tiling
+            try:
+                out = self._fused(q, k, v, num_k_exclude_rope)
+            except Exception as err:  # Triton's compile errors have no common base class
+                errors.append(f"{tiling}: {type(err).__name__}: {str(err)[:200]}")
+                continue
+            self.kernels = "working"
+            if errors:
+                logger.info("memory attention tiled as %s (the first choice did not compile: %s)", tiling, errors[0])
+            return out
+        self.kernels = "unavailable"
+        logger.warning("SAM2's own memory attention is used: our kernels do not compile on this GPU (%s)",
+                       "; ".join(errors))
+        return super().forward(q, k, v, num_k_exclude_rope=num_k_exclude_rope)
+
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int) -> torch.Tensor:
         queries = self.q_proj(q)
         keys = self.k_proj(k)
         if queries.dtype not in HALF_PRECISION or keys.dtype != queries.dtype:
