@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2_E = 1.4426950408889634
+LOG2_E = tl.constexpr(1.4426950408889634)  # scores in log2 units, for exp2 (a constexpr, so kernels may read it)
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,12 @@ def _attend_block(
         present = key < last
         k = tl.load(k_rows, mask=present[:, None], other=0.0)
         v = tl.load(v_rows, mask=present[:, None], other=0.0)
-        scores = tl.where(present[None, :], tl.dot(q, tl.trans(k)) * 1.4426950408889634, float("-inf"))
     else:
         k = tl.load(k_rows)
         v = tl.load(v_rows)
-        scores = tl.dot(q, tl.trans(k)) * 1.4426950408889634
+    scores = tl.dot(q, tl.trans(k)) * LOG2_E
+    if MASKED:
+        scores = tl.where(present[None, :], scores, float("-inf"))
     new_max = tl.maximum(running_max, tl.max(scores, 1))
     weights = tl.exp2(scores - new_max[:, None])
     decay = tl.exp2(running_max - new_max)
