@@ -30,6 +30,9 @@
 #   xla-graphs      embed_backbone.py (bf16, fused, 32 clips) under XLA command-buffer (CUDA graph) flags
 #   mlp-fused       embed_backbone.py (bf16, fused attention, 32 clips) with XLA's MLP, then the fused one (checked)
 #   gelu-matmul     embed_gelu_matmul.py: the MLP's first layer + exact GELU, XLA against our Mosaic GPU kernel
+#   kernel-probe    embed_kernel_probe.py (attention: exact vs approximate tanh; fc1: GELU vs bias-only epilogue),
+#                   then embed_backbone.py on HEAD's source in .carry/base (XLA's optimised HLO kept) and on
+#                   this tree (checked), alternating
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -134,6 +137,19 @@ for name in "$@"; do
                 --modes bf16 --attention fused --batch-sizes 32 --no-check
             echo "XLA_FLAGS=$flags: $(grep '^| bf16' "$OUT/logs/xla-graphs-$n.log")" >>"$OUT/xla_graphs.md"
         done ;;
+    kernel-probe)
+        step kernel-probe 240 python3 benchmarks/embed_kernel_probe.py
+        step backbone-base 150 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src \
+            XLA_FLAGS="--xla_dump_to=/tmp/hlo --xla_dump_hlo_as_text --xla_dump_hlo_pass_re=^$" \
+            python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
+        cp "$(grep -l capped_attention /tmp/hlo/*after_optimizations.txt | xargs ls -S | head -1)" \
+            "$OUT/backbone_hlo.txt"
+        step backbone-new 200 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32
+        step backbone-base2 120 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src \
+            python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
+        step backbone-new2 120 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
+            --no-check
+        grep -h '^| bf16\|relative L2' "$OUT"/logs/backbone-*.log ;;
     embed-profile)
         step embed-profile 150 python3 benchmarks/embed_profile.py --out "$OUT" ;;
     xla-autotune)

@@ -147,6 +147,7 @@ def _fused_call(query: Array, key: Array, value: Array, biases: Biases, *, scale
                "block_k": tiling.keys_per_step(num_keys), "num_warps": tiling.num_warps, "scale": scale,
                "logit_cap": logit_cap, "interpret": interpret}
     if variant == "stream":  # tokens as they are, biases added in the kernel
+        options["fast_tanh"] = not interpret and query.dtype != jnp.float32
         query, key, value = (_pad_axis(x, 3, dims_padded) for x in (query, key, value))
         biases = tuple(_pad_axis(b.astype(query.dtype), 1, dims_padded) for b in biases)
         return attention_call(query, key, value, biases=biases, **options)[..., :head_dim]
