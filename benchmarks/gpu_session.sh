@@ -33,6 +33,8 @@
 #   kernel-probe    embed_kernel_probe.py (attention: exact vs approximate tanh; fc1: GELU vs bias-only epilogue),
 #                   then embed_backbone.py on HEAD's source in .carry/base (XLA's optimised HLO kept) and on
 #                   this tree (checked), alternating
+#   track-norms     track_sam2.py, tiny and large: ours (Hiera's layer norms in our Triton kernel), ours-torch-norms,
+#                   upstream; then the tiny GPU profile
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -103,6 +105,12 @@ for name in "$@"; do
                  --self-attention-tiling "$(cat "$OUT/sam2_memory_attention.best_self" 2>/dev/null)")
         step track-fused-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
             --impls ours ours-unfused upstream-lazy "${tilings[@]}" --timeout 100 --out "$OUT/track_fused_tiny.md" ;;
+    track-norms)
+        step track-norms-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 \
+            --impls ours ours-torch-norms upstream-lazy --timeout 100 --out "$OUT/track_norms_tiny.md"
+        step track-norms-large 260 python3 benchmarks/track_sam2.py --models large --frames 300 \
+            --impls ours ours-torch-norms upstream-lazy --timeout 120 --out "$OUT/track_norms_large.md"
+        step profile-tiny 120 python3 benchmarks/track_profile.py --model tiny --frames 120 --gpu --out "$OUT" ;;
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;

@@ -55,7 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
     "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
-    "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn",
+    "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
@@ -243,6 +243,7 @@ def make_tracker(config: dict) -> object:
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
         fused_memory_attention=config["impl"] != "ours-unfused",
+        fused_image_norms=config["impl"] != "ours-torch-norms",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

@@ -2,8 +2,8 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the memory attention fused, the per-frame modules replayed from CUDA graphs, hole
-filling switched off where SAM2's extension is missing.
+compiled, the image encoder's layer norms and the memory attention fused, the per-frame modules
+replayed from CUDA graphs, hole filling switched off where SAM2's extension is missing.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
             ) from err
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
+    if params.fused_image_norms and device.type == "cuda" and not (params.compile or params.compile_image_encoder):
+        _fuse_image_norms(predictor)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -102,6 +104,15 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
         kernels.AttentionTiling.parse(cross_tiling) if cross_tiling else kernels.CROSS_TILING,
         kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
     )
+
+
+def _fuse_image_norms(predictor: Any) -> None:
+    try:
+        from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms
+    except ImportError as err:  # no Triton on this platform: PyTorch's layer norms
+        logger.info("image encoder layer norms not fused: %s", err)
+        return
+    use_autocast_layer_norms(predictor.image_encoder.trunk)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

@@ -1,0 +1,91 @@
+"""Layer norms of SAM2's image encoder (Hiera) in one Triton kernel that writes the autocast dtype.
+
+Under bf16 autocast, PyTorch runs ``layer_norm`` in float32: Hiera's every block normalises its
+tokens (96-1,152 channels) into a float32 tensor that the window partition copies and the next
+linear casts to bf16. PyTorch's kernel also spends a thread block on each row, which short rows
+leave mostly idle: on tiny, 25 layer norms took 0.9 of the 3.3 ms the image encoder costs a frame
+(``benchmarks/results/track_gpu_profile_tiny.txt``). :func:`layer_norm_rows` normalises a block of
+rows per program, in float32 registers, and stores the result in bf16 once. Every reader of these
+norms in Hiera is a linear layer under autocast or a copy (window partition, pooling of a linear's
+output), so the values each linear multiplies are the same: the float32 result rounded to bf16.
+
+Runs with ``TRITON_INTERPRET=1`` set before import on the CPU (the tests), like
+:mod:`.sam2_attention_kernels`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ELEMENTS_PER_PROGRAM = 8192  # a block of rows × the padded channels, for one program's registers
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
+                            COLUMNS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
+    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+    column = tl.arange(0, BLOCK_COLUMNS)[None, :]
+    inside = (row < rows) & (column < COLUMNS)
+    offsets = row.to(tl.int64) * COLUMNS + column
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1)[:, None] / COLUMNS
+    centred = tl.where(inside, x - mean, 0.0)
+    variance = tl.sum(centred * centred, axis=1)[:, None] / COLUMNS
+    weight = tl.load(weight_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
+    normed = centred * tl.rsqrt(variance + eps) * weight + bias
+    tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                    out_dtype: torch.dtype) -> torch.Tensor:
+    """``layer_norm`` over the last axis of ``x`` (float32 statistics, biased variance), in ``out_dtype``."""
+    columns = x.shape[-1]
+    flat = x.reshape(-1, columns)
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    out = torch.empty(flat.shape, dtype=out_dtype, device=x.device)
+    block_columns = triton.next_power_of_2(columns)
+    block_rows = max(1, min(ELEMENTS_PER_PROGRAM // block_columns, triton.next_power_of_2(flat.shape[0])))
+    grid = (triton.cdiv(flat.shape[0], block_rows),)
+    if flat.shape[0]:
+        _layer_norm_rows_kernel[grid](flat, weight, bias, out, flat.shape[0], eps, COLUMNS=columns,
+                                      BLOCK_ROWS=block_rows, BLOCK_COLUMNS=block_columns,
+                                      num_warps=4 if block_rows * block_columns <= 4096 else 8)
+    return out.reshape(x.shape)
+
+
+class AutocastLayerNorm(torch.nn.Module):
+    """An ``nn.LayerNorm`` (same parameters) whose output under autocast is the autocast dtype, computed
+    by :func:`layer_norm_rows` on CUDA (or anywhere with ``kernel_everywhere``, for tests); outside
+    autocast, or with a norm over more than the last axis, it is the ``nn.LayerNorm`` it replaced."""
+
+    def __init__(self, norm: torch.nn.LayerNorm, kernel_everywhere: bool = False) -> None:
+        super().__init__()
+        self.norm = norm
+        self.kernel_everywhere = kernel_everywhere
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        device = x.device.type
+        usable = (device == "cuda" or self.kernel_everywhere) and len(norm.normalized_shape) == 1 \
+            and norm.weight is not None and norm.bias is not None and torch.is_autocast_enabled(device)
+        if not usable:
+            return norm(x)
+        return layer_norm_rows(x, norm.weight, norm.bias, norm.eps, torch.get_autocast_dtype(device))
+
+
+def use_autocast_layer_norms(module: torch.nn.Module, kernel_everywhere: bool = False) -> int:
+    """Replace every ``nn.LayerNorm`` under ``module`` by an :class:`AutocastLayerNorm`; returns how many.
+
+    Only for modules whose norms feed nothing but autocast linears and copies (Hiera's blocks).
+    """
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.LayerNorm:
+                setattr(parent, name, AutocastLayerNorm(child, kernel_everywhere))
+                replaced += 1
+    return replaced

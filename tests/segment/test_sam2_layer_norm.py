@@ -1,0 +1,84 @@
+"""Hiera's layer norms through our Triton kernel (run by Triton's interpreter on the CPU) against PyTorch's.
+
+float16 stands in for bf16 as the autocast dtype: the interpreter's bfloat16 conversion is not faithful.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+pytest.importorskip("triton")
+
+from napari_sbl.segment.sam2_build import build_predictor  # noqa: E402
+from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def norms():
+    assert os.environ.get("TRITON_INTERPRET") == "1"  # tests/conftest.py
+    import napari_sbl.segment.sam2_layer_norm as module
+
+    return module
+
+
+def reference(x, norm, dtype):
+    exact = torch.nn.functional.layer_norm(x.double(), norm.normalized_shape, norm.weight.double(),
+                                           norm.bias.double(), norm.eps)
+    return exact.to(dtype)
+
+
+@pytest.mark.parametrize("columns, rows", [(96, 37), (144, 130), (1152, 9), (7, 3)])
+def test_rows_match_layer_norm(norms, columns, rows):
+    generator = torch.Generator().manual_seed(columns)
+    norm = torch.nn.LayerNorm(columns, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(1 + torch.randn(columns, generator=generator))
+        norm.bias.copy_(torch.randn(columns, generator=generator))
+    x = 3 + 2 * torch.randn(2, rows, columns, generator=generator)  # an offset mean, as in a residual stream
+    out = norms.layer_norm_rows(x, norm.weight, norm.bias, norm.eps, torch.float32)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, reference(x, norm, torch.float32), rtol=1e-5, atol=1e-5)
+    half = norms.layer_norm_rows(x.half(), norm.weight, norm.bias, norm.eps, torch.float16)
+    torch.testing.assert_close(half, reference(x.half().float(), norm, torch.float16), rtol=2e-3, atol=2e-3)
+
+
+def test_non_contiguous_input_and_no_rows(norms):
+    norm = torch.nn.LayerNorm(96)
+    x = torch.randn(96, 10).t()  # (10, 96), strided
+    torch.testing.assert_close(norms.layer_norm_rows(x, norm.weight, norm.bias, norm.eps, torch.float32),
+                               reference(x, norm, torch.float32), rtol=1e-5, atol=1e-5)
+    assert norms.layer_norm_rows(torch.zeros(0, 96), norm.weight, norm.bias, norm.eps, torch.float32).shape == (0, 96)
+
+
+def test_module_writes_the_autocast_dtype_only_under_autocast(norms):
+    norm = torch.nn.LayerNorm(96, eps=1e-6)
+    fast = norms.AutocastLayerNorm(norm, kernel_everywhere=True)
+    x = torch.randn(4, 5, 96)
+    with torch.no_grad():
+        assert torch.equal(fast(x), norm(x))  # no autocast: the module it replaced
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = fast(x)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, reference(x, norm, torch.float16), rtol=2e-3, atol=2e-3)
+    assert norms.AutocastLayerNorm(norm)(x).dtype == torch.float32  # CPU without the flag: PyTorch's
+
+
+def test_hiera_with_our_norms_gives_the_same_features(norms):
+    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
+                        config_overrides=tiny_test_overrides(image_size=128))
+    trunk = build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
+    blocks = len(trunk.blocks)
+    image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        before = trunk(image)
+        assert norms.use_autocast_layer_norms(trunk, kernel_everywhere=True) == 2 * blocks
+        after = trunk(image)
+    assert all(isinstance(block.norm1, norms.AutocastLayerNorm) for block in trunk.blocks)
+    for ours, theirs in zip(after, before, strict=True):
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        error = float((ours.float() - theirs.float()).norm() / theirs.float().norm())
+        assert error < 1e-3  # each linear multiplies the same rounded values (0 here)
