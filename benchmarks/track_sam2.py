@@ -255,7 +255,7 @@ def make_tracker(config: dict) -> object:
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
         fused_memory_attention=config["impl"] != "ours-unfused",
-        fused_image_norms=config["impl"] != "ours-torch-norms",
+        fused_layer_norms=config["impl"] != "ours-torch-norms",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

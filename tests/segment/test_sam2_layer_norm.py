@@ -82,3 +82,32 @@ def test_hiera_with_our_norms_gives_the_same_features(norms):
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         error = float((ours.float() - theirs.float()).norm() / theirs.float().norm())
         assert error < 1e-3  # each linear multiplies the same rounded values (0 here)
+
+
+def test_memory_attention_with_our_norms_gives_the_same_output(norms):
+    """SAM2.1 adds no positions to the outputs of a layer's three norms, so all three are replaced, and the
+    linears behind them multiply the same rounded values; the final norm (read by the mask decoder) stays."""
+    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
+                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
+    memory_attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+    generator = torch.Generator().manual_seed(2)
+    curr, curr_pos = torch.randn(64, 2, 256, generator=generator), torch.randn(64, 2, 256, generator=generator)
+    memory, memory_pos = torch.randn(136, 2, 64, generator=generator), torch.randn(136, 2, 64, generator=generator)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        before = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=8)
+        assert norms.use_memory_attention_layer_norms(memory_attention, kernel_everywhere=True) == \
+            3 * len(memory_attention.layers)
+        after = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=8)
+    assert type(memory_attention.norm) is torch.nn.LayerNorm
+    error = float((after.float() - before.float()).norm() / before.float().norm())
+    assert error < 1e-3
+
+
+def test_memory_attention_norms_with_positions_added_are_kept(norms):
+    layer = torch.nn.Module()
+    layer.norm1, layer.norm2, layer.norm3 = (torch.nn.LayerNorm(8) for _ in range(3))
+    layer.pos_enc_at_attn, layer.pos_enc_at_cross_attn_queries = True, False
+    holder = torch.nn.Module()
+    holder.layers = torch.nn.ModuleList([layer])
+    assert norms.use_memory_attention_layer_norms(holder) == 2
+    assert type(layer.norm1) is torch.nn.LayerNorm and isinstance(layer.norm2, norms.AutocastLayerNorm)

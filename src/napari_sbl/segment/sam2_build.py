@@ -2,7 +2,7 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the image encoder's layer norms and the memory attention fused, the per-frame modules
+compiled, the layer norms and the memory attention fused, the per-frame modules
 replayed from CUDA graphs, hole filling switched off where SAM2's extension is missing.
 """
 
@@ -51,8 +51,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
             ) from err
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
-    if params.fused_image_norms and device.type == "cuda" and not (params.compile or params.compile_image_encoder):
-        _fuse_image_norms(predictor)
+    if params.fused_layer_norms and device.type == "cuda" and not params.compile:
+        _fuse_layer_norms(predictor, trunk=not params.compile_image_encoder)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -106,13 +106,17 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
     )
 
 
-def _fuse_image_norms(predictor: Any) -> None:
+def _fuse_layer_norms(predictor: Any, trunk: bool) -> None:
+    """Hiera's layer norms (``trunk``; not when the encoder is compiled, which fuses them itself) and the
+    memory attention's through :mod:`.sam2_layer_norm`."""
     try:
-        from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms
+        from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms, use_memory_attention_layer_norms
     except ImportError as err:  # no Triton on this platform: PyTorch's layer norms
-        logger.info("image encoder layer norms not fused: %s", err)
+        logger.info("layer norms not fused: %s", err)
         return
-    use_autocast_layer_norms(predictor.image_encoder.trunk)
+    if trunk:
+        use_autocast_layer_norms(predictor.image_encoder.trunk)
+    use_memory_attention_layer_norms(predictor.memory_attention)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

@@ -1,4 +1,5 @@
-"""Layer norms of SAM2's image encoder (Hiera) in one Triton kernel that writes the autocast dtype.
+"""Layer norms of SAM2's image encoder (Hiera) and memory attention in one Triton kernel that writes the
+autocast dtype.
 
 Under bf16 autocast, PyTorch runs ``layer_norm`` in float32: Hiera's every block normalises its
 tokens (96-1,152 channels) into a float32 tensor that the window partition copies and the next
@@ -7,7 +8,9 @@ leave mostly idle: on tiny, 25 layer norms took 0.9 of the 3.3 ms the image enco
 (``benchmarks/results/track_gpu_profile_tiny.txt``). :func:`layer_norm_rows` normalises a block of
 rows per program, in float32 registers, and stores the result in bf16 once. Every reader of these
 norms in Hiera is a linear layer under autocast or a copy (window partition, pooling of a linear's
-output), so the values each linear multiplies are the same: the float32 result rounded to bf16.
+output), so the values each linear multiplies are the same: the float32 result rounded to bf16. The
+same holds for the memory attention's three norms per layer while SAM2.1's configuration adds no
+positional encoding to their outputs (:func:`use_memory_attention_layer_norms` checks).
 
 Runs with ``TRITON_INTERPRET=1`` set before import on the CPU (the tests), like
 :mod:`.sam2_attention_kernels`.
@@ -87,5 +90,22 @@ def use_autocast_layer_norms(module: torch.nn.Module, kernel_everywhere: bool = 
         for name, child in list(parent.named_children()):
             if type(child) is torch.nn.LayerNorm:
                 setattr(parent, name, AutocastLayerNorm(child, kernel_everywhere))
+                replaced += 1
+    return replaced
+
+
+def use_memory_attention_layer_norms(memory_attention: torch.nn.Module, kernel_everywhere: bool = False) -> int:
+    """Replace the norms of each memory attention layer whose output reaches only linear projections: the
+    self-attention's unless positions are added to its queries and keys, the cross-attention's unless
+    added to its queries, and the MLP's. Returns how many (the final norm feeds the mask decoder: kept)."""
+    replaced = 0
+    for layer in getattr(memory_attention, "layers", []):
+        names = [name for name, positions_added in (("norm1", getattr(layer, "pos_enc_at_attn", True)),
+                                                    ("norm2", getattr(layer, "pos_enc_at_cross_attn_queries", True)),
+                                                    ("norm3", False)) if not positions_added]
+        for name in names:
+            norm = getattr(layer, name, None)
+            if type(norm) is torch.nn.LayerNorm:
+                setattr(layer, name, AutocastLayerNorm(norm, kernel_everywhere))
                 replaced += 1
     return replaced

@@ -79,9 +79,9 @@ class Sam2Params:
     self-attention in Triton kernels, the cross-attention on the memories' own channels
     (:mod:`.sam2_fused_attention`; tiny 79-82 → 98-101 fps on an H100), tiled as
     ``cross_attention_tiling`` and ``self_attention_tiling`` say (``"QxKxWxSxP"``: query and key
-    block, warps, stages, key splits; empty: the measured defaults). ``fused_image_norms`` (CUDA with
-    Triton, image encoder not compiled) computes Hiera's layer norms in one Triton kernel that writes
-    bf16 (:mod:`.sam2_layer_norm`).
+    block, warps, stages, key splits; empty: the measured defaults). ``fused_layer_norms`` (CUDA with
+    Triton) computes Hiera's layer norms (unless the encoder is compiled) and the memory attention's in
+    one Triton kernel that writes bf16 (:mod:`.sam2_layer_norm`).
     """
 
     model: str = "tiny"
@@ -105,7 +105,7 @@ class Sam2Params:
     fused_memory_attention: bool = True
     cross_attention_tiling: str = ""
     self_attention_tiling: str = ""
-    fused_image_norms: bool = True
+    fused_layer_norms: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
