@@ -35,6 +35,7 @@
 #                   this tree (checked), alternating
 #   track-norms     track_sam2.py, tiny and large: ours (Hiera's layer norms in our Triton kernel), ours-torch-norms,
 #                   upstream; then the tiny GPU profile
+#   norms-check     sam2_layer_norm_check.py: SAM2's features and memory attention with our layer norms vs PyTorch's
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -111,6 +112,8 @@ for name in "$@"; do
         step track-norms-large 260 python3 benchmarks/track_sam2.py --models large --frames 300 \
             --impls ours ours-torch-norms upstream-lazy --timeout 120 --out "$OUT/track_norms_large.md"
         step profile-tiny 120 python3 benchmarks/track_profile.py --model tiny --frames 120 --gpu --out "$OUT" ;;
+    norms-check)
+        step norms-check 200 python3 benchmarks/sam2_layer_norm_check.py --models tiny large ;;
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;
