@@ -1,6 +1,6 @@
 """Two probes of the backbone's own kernels on a GPU, at base's shapes for 32 clips.
 
-1. The capped attention (``stream``), SAM-style exact ``tanh`` (libdevice) against the GPU's
+1. The capped attention (``stream``), libdevice's exact ``tanh`` against the GPU's
    ``tanh.approx``: time per call and relative L2 error against float32 XLA attention, on inputs
    scaled so that some logits saturate the cap.
 2. The MLP's first layer (``gelu_matmul``) with its GELU epilogue and with the bias alone: how much of
@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 SCALE, CAP, HEADS, HEAD_DIM = 64**-0.5, 50.0, 12, 64
 
 
-def timed_ms(fn, *args, iters: int = 20, repeats: int = 3) -> float:
+def timed_ms(fn: Callable[..., Any], *args: Any, iters: int = 20, repeats: int = 3) -> float:
     jax.block_until_ready(fn(*args))
     runs = []
     for _ in range(repeats):
@@ -36,7 +38,7 @@ def timed_ms(fn, *args, iters: int = 20, repeats: int = 3) -> float:
     return statistics.median(runs)
 
 
-def relative_l2(actual, expected) -> float:
+def relative_l2(actual: jax.Array, expected: jax.Array) -> float:
     actual = actual.astype(jnp.float32)
     return float(jnp.linalg.norm(actual - expected) / jnp.linalg.norm(expected))
 
@@ -83,13 +85,15 @@ def gelu_matmul_probe(rows: int = 131072) -> None:
     with jax.default_matmul_precision("highest"):
         reference = wide[0] @ wide[1] + wide[2]
     exact = gelu_matmul.exact_gelu_from_accumulator
-    for label, epilogue, expected in (("GELU epilogue", exact, jax.nn.gelu(reference, approximate=False)),
-                                      ("bias-only epilogue", lambda z: z, reference)):
-        gelu_matmul.exact_gelu_from_accumulator = epilogue  # read when the kernel is traced
-        fn = jax.jit(lambda x, w, b: gelu_matmul.gelu_linear(x, w, b))
-        error = relative_l2(fn(x, w, b)[:4096], expected)
-        print(f"ours, {label}: {timed_ms(fn, x, w, b):.3f} ms/call, error vs fp32 {error:.2e}", flush=True)
-    gelu_matmul.exact_gelu_from_accumulator = exact
+    try:
+        for label, epilogue, expected in (("GELU epilogue", exact, jax.nn.gelu(reference, approximate=False)),
+                                          ("bias-only epilogue", lambda z: z, reference)):
+            gelu_matmul.exact_gelu_from_accumulator = epilogue  # read when the kernel is traced
+            fn = jax.jit(lambda x, w, b: gelu_matmul.gelu_linear(x, w, b))
+            error = relative_l2(fn(x, w, b)[:4096], expected)
+            print(f"ours, {label}: {timed_ms(fn, x, w, b):.3f} ms/call, error vs fp32 {error:.2e}", flush=True)
+    finally:
+        gelu_matmul.exact_gelu_from_accumulator = exact
 
 
 def main() -> int:

@@ -153,8 +153,8 @@ for name in "$@"; do
         step backbone-base 150 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src \
             XLA_FLAGS="--xla_dump_to=/tmp/hlo --xla_dump_hlo_as_text --xla_dump_hlo_pass_re=^$" \
             python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check
-        cp "$(grep -l capped_attention /tmp/hlo/*after_optimizations.txt | xargs ls -S | head -1)" \
-            "$OUT/backbone_hlo.txt"
+        hlo=$(grep -l capped_attention /tmp/hlo/*after_optimizations.txt 2>/dev/null | xargs -r ls -S | head -1)
+        [ -n "$hlo" ] && cp "$hlo" "$OUT/backbone_hlo.txt"
         step backbone-new 200 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32
         step backbone-base2 120 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src \
             python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 --no-check

@@ -265,7 +265,8 @@ def test_kernel_lowers_to_triton_for_cuda(num_keys, dtype, variant, monkeypatch)
 
     lowered = jax.jit(attend).trace(spec, spec, spec).lower(lowering_platforms=("cuda",)).as_text()
     assert "triton" in lowered and f"capped_attention_{variant}" in lowered
-    # the hardware tanh only where the tokens are bf16 anyway (its error sits under bf16's rounding)
+    # the hardware tanh only where the tokens are bf16 anyway (its error sits under bf16's rounding); its
+    # numbers run only on a GPU (benchmarks/embed_kernel_probe.py), the interpreter cannot run inline PTX
     assert ("tanh.approx" in lowered) == (variant == "stream" and dtype == jnp.bfloat16)
 
 

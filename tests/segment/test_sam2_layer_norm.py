@@ -25,6 +25,16 @@ def norms():
     return module
 
 
+def randomise_norms(module, seed: int = 0) -> None:
+    """Give every LayerNorm a non-trivial weight, bias and eps, so a kernel ignoring any of them shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for norm in (m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)):
+            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
+            norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator))
+            norm.eps = 1e-3
+
+
 def reference(x, norm, dtype):
     exact = torch.nn.functional.layer_norm(x.double(), norm.normalized_shape, norm.weight.double(),
                                            norm.bias.double(), norm.eps)
@@ -56,7 +66,9 @@ def test_non_contiguous_input_and_no_rows(norms):
 
 def test_module_writes_the_autocast_dtype_only_under_autocast(norms):
     norm = torch.nn.LayerNorm(96, eps=1e-6)
+    randomise_norms(norm)
     fast = norms.AutocastLayerNorm(norm, kernel_everywhere=True)
+    assert fast.weight is norm.weight and set(fast.state_dict()) == set(norm.state_dict())
     x = torch.randn(4, 5, 96)
     with torch.no_grad():
         assert torch.equal(fast(x), norm(x))  # no autocast: the module it replaced
@@ -65,12 +77,40 @@ def test_module_writes_the_autocast_dtype_only_under_autocast(norms):
     assert out.dtype == torch.float16
     torch.testing.assert_close(out, reference(x, norm, torch.float16), rtol=2e-3, atol=2e-3)
     assert norms.AutocastLayerNorm(norm)(x).dtype == torch.float32  # CPU without the flag: PyTorch's
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert fast(x.requires_grad_()).requires_grad  # gradients wanted: PyTorch's, which has them
+
+
+def test_a_kernel_that_does_not_run_falls_back_once(norms, monkeypatch, caplog):
+    norm = torch.nn.LayerNorm(32)
+    fast = norms.AutocastLayerNorm(norm, kernel_everywhere=True)
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        raise RuntimeError("no ptxas")
+
+    monkeypatch.setattr(norms, "layer_norm_rows", failing)
+    x = torch.randn(3, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        first, second = fast(x), fast(x)
+    assert len(calls) == 1 and fast.kernel_failed and "no ptxas" in caplog.text
+    assert torch.equal(first, second)
+
+
+def test_replacing_twice_replaces_nothing_more(norms):
+    module = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    assert norms.use_autocast_layer_norms(module) == 2
+    assert norms.use_autocast_layer_norms(module) == 0
+    with torch.no_grad():
+        module(torch.randn(2, 8))
 
 
 def test_hiera_with_our_norms_gives_the_same_features(norms):
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=tiny_test_overrides(image_size=128))
     trunk = build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
+    randomise_norms(trunk)
     blocks = len(trunk.blocks)
     image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
@@ -90,6 +130,7 @@ def test_memory_attention_with_our_norms_gives_the_same_output(norms):
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
     memory_attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+    randomise_norms(memory_attention)
     generator = torch.Generator().manual_seed(2)
     curr, curr_pos = torch.randn(64, 2, 256, generator=generator), torch.randn(64, 2, 256, generator=generator)
     memory, memory_pos = torch.randn(136, 2, 64, generator=generator), torch.randn(136, 2, 64, generator=generator)
@@ -111,3 +152,22 @@ def test_memory_attention_norms_with_positions_added_are_kept(norms):
     holder.layers = torch.nn.ModuleList([layer])
     assert norms.use_memory_attention_layer_norms(holder) == 2
     assert type(layer.norm1) is torch.nn.LayerNorm and isinstance(layer.norm2, norms.AutocastLayerNorm)
+
+
+def test_build_fuses_the_trunk_only_when_it_is_not_compiled(norms):
+    from napari_sbl.segment.sam2_build import _fuse_layer_norms
+
+    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
+                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
+    trunk_norms = layer_norms = None
+    for trunk in (True, False):
+        predictor = build_predictor(params, None, torch.device("cpu"))
+        replaced = _fuse_layer_norms(predictor, torch.device("cpu"), trunk=trunk)
+        in_trunk = [m for m in predictor.image_encoder.trunk.modules() if isinstance(m, norms.AutocastLayerNorm)]
+        in_memory = [m for m in predictor.memory_attention.modules() if isinstance(m, norms.AutocastLayerNorm)]
+        if trunk:
+            trunk_norms, layer_norms = len(in_trunk), len(in_memory)
+            assert trunk_norms == 2 * len(predictor.image_encoder.trunk.blocks) and layer_norms > 0
+        else:
+            assert not in_trunk and len(in_memory) == layer_norms
+        assert replaced == len(in_trunk) + len(in_memory)

@@ -16,7 +16,7 @@ the ``num_keys`` tokens unpadded, masking rows past the end, and adds the projec
 
 ``stream`` and ``resident`` share :func:`_capped_weights`: the capped logits are bounded by the cap,
 so ``exp`` needs no shift, and log₂e is folded into the cap so the exponential is one ``exp2``.
-The per-score arithmetic, not the dots, bounds these kernels: on bf16 inputs ``stream`` takes the
+The per-score arithmetic, not the dots, bounds these kernels: on half-precision inputs ``stream`` takes the
 GPU's ``tanh.approx`` instead of libdevice's ``tanhf`` (a branch and a degree-9 polynomial), 17 %
 faster over base's spatial stack on an H100 with the same error against float32 (7.68e-3 vs 7.69e-3
 on inputs that saturate the cap; benchmarks/results/embed_backbone.md).
@@ -64,7 +64,7 @@ def _capped_weights(scores: Array, *, scale: float, logit_cap: float, valid_keys
     Written as ``exp2((cap·log₂e)·tanh(...))``: the same value, one multiply and no range reduction
     less than ``exp``. Columns ``≥ valid_keys`` (padding) get weight 0; ``None``: no padding.
     ``fast_tanh``: the GPU's one-instruction ``tanh.approx`` (relative error ≤ 2⁻¹¹) instead of libdevice's
-    polynomial; for bf16 inputs, whose rounding is larger. Compiled kernels only (inline PTX).
+    polynomial; for half-precision inputs, whose rounding is larger. Compiled kernels only (inline PTX).
     """
     tanh = pltriton.approx_tanh if fast_tanh else jnp.tanh
     log2_logits = (logit_cap * _LOG2_E) * tanh(scores * (scale / logit_cap))
@@ -174,9 +174,13 @@ def attention_call(query: Array, key: Array, value: Array, *, variant: str, num_
     ``block``/``resident`` take tokens padded to a power of two; ``stream`` takes ``num_keys`` tokens
     as they are and the projections' ``biases`` (query, key, value; ``(heads, dims_padded)`` each,
     required for ``stream`` and only there). ``block_q`` queries per program (``resident``: per loop
-    step), ``block_k`` keys per step (``stream`` only). The grid is one axis (no 65,535 limit on
-    CUDA's y/z axes), query block fastest, so programs that share a K/V tile run side by side.
+    step), ``block_k`` keys per step (``stream`` only). ``fast_tanh``: the hardware tanh in the cap
+    (``stream`` only, compiled only: its inline PTX does not run in ``interpret`` mode; the caller turns it
+    on for half-precision inputs). The grid is one axis (no 65,535 limit on CUDA's y/z axes), query block
+    fastest, so programs that share a K/V tile run side by side.
     """
+    if fast_tanh and (interpret or variant != "stream"):
+        raise ValueError("fast_tanh needs the compiled 'stream' kernel")
     batch, tokens, num_heads, dims_padded = query.shape
     options = {"scale": scale, "logit_cap": logit_cap, "num_keys": num_keys}
     squeezed = pl.squeezed

@@ -52,7 +52,7 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
     if params.fused_layer_norms and device.type == "cuda" and not params.compile:
-        _fuse_layer_norms(predictor, trunk=not params.compile_image_encoder)
+        _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -106,17 +106,22 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
     )
 
 
-def _fuse_layer_norms(predictor: Any, trunk: bool) -> None:
+def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool) -> int:
     """Hiera's layer norms (``trunk``; not when the encoder is compiled, which fuses them itself) and the
-    memory attention's through :mod:`.sam2_layer_norm`."""
+    memory attention's through :mod:`.sam2_layer_norm`; returns how many."""
+    import torch
+
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):  # bf16 needs Ampere or newer
+        logger.info("layer norms not fused: %s is older than compute capability 8.0",
+                    torch.cuda.get_device_name(device))
+        return 0
     try:
         from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms, use_memory_attention_layer_norms
     except ImportError as err:  # no Triton on this platform: PyTorch's layer norms
         logger.info("layer norms not fused: %s", err)
-        return
-    if trunk:
-        use_autocast_layer_norms(predictor.image_encoder.trunk)
-    use_memory_attention_layer_norms(predictor.memory_attention)
+        return 0
+    replaced = use_autocast_layer_norms(predictor.image_encoder.trunk) if trunk else 0
+    return replaced + use_memory_attention_layer_norms(predictor.memory_attention)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

@@ -18,9 +18,13 @@ Runs with ``TRITON_INTERPRET=1`` set before import on the CPU (the tests), like
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import triton
 import triton.language as tl
+
+logger = logging.getLogger(__name__)
 
 ELEMENTS_PER_PROGRAM = 8192  # a block of rows × the padded channels, for one program's registers
 
@@ -60,24 +64,36 @@ def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     return out.reshape(x.shape)
 
 
-class AutocastLayerNorm(torch.nn.Module):
-    """An ``nn.LayerNorm`` (same parameters) whose output under autocast is the autocast dtype, computed
-    by :func:`layer_norm_rows` on CUDA (or anywhere with ``kernel_everywhere``, for tests); outside
-    autocast, or with a norm over more than the last axis, it is the ``nn.LayerNorm`` it replaced."""
+class AutocastLayerNorm(torch.nn.LayerNorm):
+    """An ``nn.LayerNorm`` (the same parameter objects and names) whose output under autocast is the
+    autocast dtype, computed by :func:`layer_norm_rows` on CUDA (or anywhere with ``kernel_everywhere``,
+    for tests). Outside autocast, where gradients are wanted, for a norm over more than the last axis,
+    or once the kernel has failed to compile here (logged once per norm), it is ``nn.LayerNorm``."""
 
     def __init__(self, norm: torch.nn.LayerNorm, kernel_everywhere: bool = False) -> None:
-        super().__init__()
-        self.norm = norm
+        super().__init__(norm.normalized_shape, eps=norm.eps, elementwise_affine=norm.elementwise_affine,
+                         bias=norm.bias is not None, device="meta")
+        self.weight, self.bias = norm.weight, norm.bias
         self.kernel_everywhere = kernel_everywhere
+        self.kernel_failed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = self.norm
+        if not self._kernel_applies(x):
+            return super().forward(x)
+        try:
+            return layer_norm_rows(x, self.weight, self.bias, self.eps, torch.get_autocast_dtype(x.device.type))
+        except Exception as err:  # Triton's compile errors have no common base class
+            self.kernel_failed = True
+            logger.warning("PyTorch's layer norm is used: ours does not run here (%s: %s)",
+                           type(err).__name__, str(err)[:200])
+            return super().forward(x)
+
+    def _kernel_applies(self, x: torch.Tensor) -> bool:
         device = x.device.type
-        usable = (device == "cuda" or self.kernel_everywhere) and len(norm.normalized_shape) == 1 \
-            and norm.weight is not None and norm.bias is not None and torch.is_autocast_enabled(device)
-        if not usable:
-            return norm(x)
-        return layer_norm_rows(x, norm.weight, norm.bias, norm.eps, torch.get_autocast_dtype(device))
+        wants_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        return ((device == "cuda" or self.kernel_everywhere) and not self.kernel_failed and not wants_grad
+                and len(self.normalized_shape) == 1 and x.shape[-1] == self.normalized_shape[0]
+                and self.weight is not None and self.bias is not None and torch.is_autocast_enabled(device))
 
 
 def use_autocast_layer_norms(module: torch.nn.Module, kernel_everywhere: bool = False) -> int:
