@@ -31,9 +31,10 @@
 #   mlp-fused       embed_backbone.py (bf16, fused attention, 32 clips) with XLA's MLP, then the fused one (checked)
 #   gelu-matmul     embed_gelu_matmul.py: the MLP's first layer + exact GELU, XLA against our Mosaic GPU kernel
 #   kernel-probe    embed_kernel_probe.py (attention: exact vs approximate tanh; fc1: GELU vs bias-only epilogue),
-#                   then embed_backbone.py on HEAD's source in .carry/base (XLA's optimised HLO kept) and on
-#                   this tree (checked), alternating
-#   track-norms     track_sam2.py, tiny and large: ours (Hiera's layer norms in our Triton kernel), ours-torch-norms,
+#                   then embed_backbone.py on a baseline source in .carry/base (made with
+#                   `mkdir -p .carry/base && git archive REV src | tar -x -C .carry/base`; XLA's optimised HLO
+#                   kept) and on this tree (checked), alternating
+#   track-norms     track_sam2.py, tiny and large: ours (layer norms in our Triton kernel), ours-torch-norms,
 #                   upstream; then the tiny GPU profile
 #   norms-check     sam2_layer_norm_check.py: SAM2's features and memory attention with our layer norms vs PyTorch's
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
