@@ -36,8 +36,7 @@ def difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 
 def check(model: str, batch: int) -> list[str]:
-    from napari_sbl.segment.sam2_build import build_predictor
-    from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms, use_memory_attention_layer_norms
+    from napari_sbl.segment.sam2_build import _fuse_layer_norms, build_predictor
     from napari_sbl.segment.sam2_tracker import Sam2Params
 
     device = torch.device("cuda")
@@ -62,8 +61,7 @@ def check(model: str, batch: int) -> list[str]:
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
         before_levels, before_memory = encode(), attend()
         before_ms = timed_ms(encode)
-        trunk = use_autocast_layer_norms(predictor.image_encoder.trunk)
-        layers = use_memory_attention_layer_norms(predictor.memory_attention)
+        replaced = _fuse_layer_norms(predictor, device, trunk=True)  # as the tracker builds it
         after_levels, after_memory = encode(), attend()
         after_ms = timed_ms(encode)
     outputs = [(f"image features, level {level} {tuple(theirs.shape)}", ours, theirs, exact)
@@ -74,7 +72,7 @@ def check(model: str, batch: int) -> list[str]:
         lines.append(f"| {model} | {label} | {difference(ours, theirs):.2e} | {difference(theirs, exact):.2e} | "
                      f"{difference(ours, exact):.2e} |")
     lines.append(f"| {model} | image encoder, {batch} frames: {before_ms:.2f} → {after_ms:.2f} ms "
-                 f"({trunk} + {layers} norms replaced) | – | – | – |")
+                 f"({replaced} norms replaced) | – | – | – |")
     return lines
 
 

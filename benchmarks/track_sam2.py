@@ -58,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
     "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
+    "ours-sam2-windows",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
@@ -184,6 +185,7 @@ def make_tracker(config: dict) -> object:
         encoder_overlap=config["impl"] not in ("ours-serial", "ours-plain"),
         fused_memory_attention=config["impl"] != "ours-unfused",
         fused_layer_norms=config["impl"] != "ours-torch-norms",
+        fused_hiera_windows=config["impl"] != "ours-sam2-windows",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

@@ -52,7 +52,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
     if params.fused_layer_norms and device.type == "cuda" and not params.compile:
-        _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder)
+        _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder,
+                          windows=params.fused_hiera_windows)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -106,9 +107,10 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
     )
 
 
-def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool) -> int:
-    """Hiera's layer norms (``trunk``; not when the encoder is compiled, which fuses them itself) and the
-    memory attention's through :mod:`.sam2_layer_norm`; returns how many."""
+def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows: bool = True) -> int:
+    """Hiera's layer norms and windowed blocks (``trunk``; not when the encoder is compiled, which fuses them
+    itself) and the memory attention's norms through :mod:`.sam2_layer_norm` and :mod:`.sam2_hiera_blocks`;
+    returns how many norms were replaced."""
     import torch
 
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):  # bf16 needs Ampere or newer
@@ -116,11 +118,16 @@ def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool) -> int:
                     torch.cuda.get_device_name(device))
         return 0
     try:
+        from napari_sbl.segment.sam2_hiera_blocks import use_windowed_blocks
         from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms, use_memory_attention_layer_norms
     except ImportError as err:  # no Triton on this platform: PyTorch's layer norms
         logger.info("layer norms not fused: %s", err)
         return 0
-    replaced = use_autocast_layer_norms(predictor.image_encoder.trunk) if trunk else 0
+    replaced = 0
+    if trunk and windows:
+        use_windowed_blocks(predictor.image_encoder.trunk)
+    if trunk:
+        replaced = use_autocast_layer_norms(predictor.image_encoder.trunk)
     return replaced + use_memory_attention_layer_norms(predictor.memory_attention)
 
 

@@ -46,6 +46,12 @@ def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
     tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
 
 
+def row_block(rows: int, columns: int) -> tuple[int, int]:
+    """(rows, padded channels) of one program's block: whole rows, about :data:`ELEMENTS_PER_PROGRAM` values."""
+    block_columns = triton.next_power_of_2(columns)
+    return max(1, min(ELEMENTS_PER_PROGRAM // block_columns, triton.next_power_of_2(max(rows, 1)))), block_columns
+
+
 def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                     out_dtype: torch.dtype) -> torch.Tensor:
     """``layer_norm`` over the last axis of ``x`` (float32 statistics, biased variance), in ``out_dtype``."""
@@ -54,8 +60,7 @@ def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
     if not flat.is_contiguous():
         flat = flat.contiguous()
     out = torch.empty(flat.shape, dtype=out_dtype, device=x.device)
-    block_columns = triton.next_power_of_2(columns)
-    block_rows = max(1, min(ELEMENTS_PER_PROGRAM // block_columns, triton.next_power_of_2(flat.shape[0])))
+    block_rows, block_columns = row_block(flat.shape[0], columns)
     grid = (triton.cdiv(flat.shape[0], block_rows),)
     if flat.shape[0]:
         _layer_norm_rows_kernel[grid](flat, weight, bias, out, flat.shape[0], eps, COLUMNS=columns,

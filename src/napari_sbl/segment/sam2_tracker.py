@@ -81,7 +81,9 @@ class Sam2Params:
     ``cross_attention_tiling`` and ``self_attention_tiling`` say (``"QxKxWxSxP"``: query and key
     block, warps, stages, key splits; empty: the measured defaults). ``fused_layer_norms`` (CUDA with
     Triton) computes Hiera's layer norms (unless the encoder is compiled) and the memory attention's in
-    one Triton kernel that writes bf16 (:mod:`.sam2_layer_norm`).
+    one Triton kernel that writes bf16 (:mod:`.sam2_layer_norm`); with ``fused_hiera_windows`` too, Hiera's
+    windowed blocks partition and unpartition their tokens inside that kernel and the residual add
+    (:mod:`.sam2_hiera_blocks`).
     """
 
     model: str = "tiny"
@@ -106,6 +108,7 @@ class Sam2Params:
     cross_attention_tiling: str = ""
     self_attention_tiling: str = ""
     fused_layer_norms: bool = True
+    fused_hiera_windows: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
