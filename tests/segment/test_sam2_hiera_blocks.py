@@ -1,5 +1,9 @@
 """Hiera's windowed blocks with the partitioning folded into our kernels (Triton's interpreter, float16 as
-the autocast dtype) against SAM2's own block forward, and the two kernels against SAM2's window helpers."""
+the autocast dtype) against SAM2's own block forward, and the two kernels against SAM2's window helpers.
+
+float16, because the interpreter truncates float32 to bfloat16 where PyTorch and compiled Triton round to
+nearest even; bf16 rounding is checked bit for bit on a GPU (benchmarks/sam2_layer_norm_check.py).
+"""
 
 from __future__ import annotations
 
@@ -45,10 +49,18 @@ def test_kernels_match_sam2_window_helpers(blocks, height, width, window):
         assert blocks.unpartition_add(windows.half(), shortcut, window).dtype == torch.float32  # PyTorch's promotion
 
 
-def test_trunk_with_windowed_blocks_gives_the_same_features(blocks):
+def two_block_trunk():
+    """A shrunken tiny trunk with two blocks per stage and windows that do not divide stages 3 and 4's token
+    grids (14 on 16, 7 on 8), so folded blocks pad, and add bf16-width residuals after stage 1."""
+    overrides = [o for o in tiny_test_overrides(image_size=256) if ".stages=" not in o and ".window_spec=" not in o]
+    overrides += ["++model.image_encoder.trunk.stages=[2,2,2,2]", "++model.image_encoder.trunk.window_spec=[8,4,14,7]"]
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
-                        config_overrides=tiny_test_overrides(image_size=128))
-    trunk = build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
+                        config_overrides=tuple(overrides))
+    return build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
+
+
+def test_trunk_with_windowed_blocks_gives_the_same_features(blocks, monkeypatch):
+    trunk = two_block_trunk()
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
         for norm in (m for m in trunk.modules() if isinstance(m, torch.nn.LayerNorm)):
@@ -59,12 +71,36 @@ def test_trunk_with_windowed_blocks_gives_the_same_features(blocks):
     expected_blocks = [b for b in trunk.blocks if b.window_size > 0 and b.q_stride is None and b.dim == b.dim_out]
     assert changed == len(expected_blocks) > 0
     assert blocks.use_windowed_blocks(windowed) == 0  # already changed
-    image = torch.randn(1, 3, 128, 128, generator=generator)
+    grids = [64 // 2**stage for stage in (0, 0, 1, 1, 2, 2, 3, 3)]  # tokens per side at 256 px
+    assert any(grid % block.window_size for grid, block in zip(grids, windowed.blocks, strict=True)
+               if isinstance(block, blocks.WindowedBlock))  # some folded block pads its grid
+    folds = []
+    partition = blocks.norm_partition
+    monkeypatch.setattr(blocks, "norm_partition", lambda *args: folds.append(args[2]) or partition(*args))
+    image = torch.randn(1, 3, 256, 256, generator=generator)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
         before, after = trunk(image), windowed(image)
+    assert len(folds) == changed  # every converted block took the folded path
     for ours, theirs in zip(after, before, strict=True):
         assert ours.dtype == theirs.dtype
         assert float((ours.float() - theirs.float()).norm() / theirs.float().norm()) < 1e-3
+
+
+def test_a_kernel_that_does_not_run_falls_back_to_sam2s_block(blocks, monkeypatch, caplog):
+    trunk = two_block_trunk()
+    block = trunk.blocks[0]
+    x = torch.randn(1, 64, 64, block.dim)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        expected = block(x)
+        blocks.use_windowed_blocks(trunk, kernel_everywhere=True)
+
+        def failing(*args):
+            raise RuntimeError("no C compiler for Triton's launcher")
+
+        monkeypatch.setattr(blocks, "norm_partition", failing)
+        first, second = block(x), block(x)
+    assert block.kernel_failed and "no C compiler" in caplog.text
+    assert torch.equal(first, expected) and torch.equal(second, expected)
 
 
 def test_outside_autocast_the_block_is_sam2s(blocks):

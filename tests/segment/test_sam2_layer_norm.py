@@ -156,18 +156,21 @@ def test_memory_attention_norms_with_positions_added_are_kept(norms):
 
 def test_build_fuses_the_trunk_only_when_it_is_not_compiled(norms):
     from napari_sbl.segment.sam2_build import _fuse_layer_norms
+    from napari_sbl.segment.sam2_hiera_blocks import WindowedBlock
 
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
     trunk_norms = layer_norms = None
-    for trunk in (True, False):
+    for trunk, windows in ((True, True), (False, True), (True, False)):
         predictor = build_predictor(params, None, torch.device("cpu"))
-        replaced = _fuse_layer_norms(predictor, torch.device("cpu"), trunk=trunk)
+        replaced = _fuse_layer_norms(predictor, torch.device("cpu"), trunk=trunk, windows=windows)
+        windowed = [b for b in predictor.image_encoder.trunk.blocks if isinstance(b, WindowedBlock)]
+        assert bool(windowed) == (trunk and windows)
         in_trunk = [m for m in predictor.image_encoder.trunk.modules() if isinstance(m, norms.AutocastLayerNorm)]
         in_memory = [m for m in predictor.memory_attention.modules() if isinstance(m, norms.AutocastLayerNorm)]
         if trunk:
             trunk_norms, layer_norms = len(in_trunk), len(in_memory)
             assert trunk_norms == 2 * len(predictor.image_encoder.trunk.blocks) and layer_norms > 0
-        else:
+        if not trunk:
             assert not in_trunk and len(in_memory) == layer_norms
         assert replaced == len(in_trunk) + len(in_memory)

@@ -13,12 +13,16 @@ width keep SAM2's forward. On an H100 the image encoder on 8 frames took 19.3 â†
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import triton
 import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleBlock
 
 from napari_sbl.segment.sam2_layer_norm import row_block
+
+logger = logging.getLogger(__name__)
 
 
 @triton.jit(do_not_specialize=["rows", "height", "width", "windows_down", "windows_across"])
@@ -69,7 +73,8 @@ def _grid(rows: int, columns: int) -> tuple[tuple[int], int, int, int]:
 
 
 def norm_partition(x: torch.Tensor, norm: torch.nn.LayerNorm, window: int, out_dtype: torch.dtype) -> torch.Tensor:
-    """``window_partition(layer_norm(x), window)[0]`` of contiguous ``(B, H, W, C)`` ``x``, in ``out_dtype``."""
+    """``window_partition(layer_norm(x), window)[0]`` of ``(B, H, W, C)`` ``x``, in ``out_dtype``."""
+    x = x.contiguous()
     batch, height, width, columns = x.shape
     down, across = -(-height // window), -(-width // window)
     out = torch.empty(batch * down * across, window, window, columns, dtype=out_dtype, device=x.device)
@@ -83,8 +88,9 @@ def norm_partition(x: torch.Tensor, norm: torch.nn.LayerNorm, window: int, out_d
 
 
 def unpartition_add(windows: torch.Tensor, shortcut: torch.Tensor, window: int) -> torch.Tensor:
-    """``shortcut + window_unpartition(windows, ...)`` for contiguous ``(B, H, W, C)`` ``shortcut``, in the dtype
-    PyTorch's add would return."""
+    """``shortcut + window_unpartition(windows, ...)`` for ``(B, H, W, C)`` ``shortcut``, in the dtype PyTorch's
+    add would return."""
+    shortcut = shortcut.contiguous()
     batch, height, width, columns = shortcut.shape
     down, across = -(-height // window), -(-width // window)
     out = torch.empty(shortcut.shape, dtype=torch.result_type(shortcut, windows), device=shortcut.device)
@@ -98,15 +104,26 @@ def unpartition_add(windows: torch.Tensor, shortcut: torch.Tensor, window: int) 
 
 
 class WindowedBlock(MultiScaleBlock):
-    """A ``MultiScaleBlock`` whose windowed attention path runs through :func:`norm_partition` and
-    :func:`unpartition_add` under autocast on CUDA (or anywhere with ``kernel_everywhere``, for tests);
-    otherwise, and for blocks that pool queries or change width, SAM2's forward."""
+    """A windowed ``MultiScaleBlock`` (:func:`use_windowed_blocks` picks them) whose attention path runs
+    through :func:`norm_partition` and :func:`unpartition_add` under autocast on CUDA (or anywhere with
+    ``kernel_everywhere``, for tests); where gradients are wanted, outside autocast, or once the kernels
+    have failed to run here (logged once per block), SAM2's forward."""
 
     kernel_everywhere = False
+    kernel_failed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._folds(x):
             return super().forward(x)
+        try:
+            return self._folded(x)
+        except Exception as err:  # Triton's compile errors have no common base class; nothing changed yet
+            self.kernel_failed = True
+            logger.warning("SAM2's windowed block is used: our kernels do not run here (%s: %s)",
+                           type(err).__name__, str(err)[:200])
+            return super().forward(x)
+
+    def _folded(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type)
         x = x.contiguous()  # the first stage's tokens arrive as a permuted view of the patch embedding
         attended = self.attn(norm_partition(x, self.norm1, self.window_size, dtype))
@@ -115,11 +132,7 @@ class WindowedBlock(MultiScaleBlock):
 
     def _folds(self, x: torch.Tensor) -> bool:
         device = x.device.type
-        norm = self.norm1
-        return ((device == "cuda" or self.kernel_everywhere) and self.window_size > 0 and self.q_stride is None
-                and self.dim == self.dim_out and isinstance(self.drop_path, torch.nn.Identity)
-                and isinstance(norm, torch.nn.LayerNorm) and norm.weight is not None and norm.bias is not None
-                and not getattr(norm, "kernel_failed", False) and x.dim() == 4
+        return ((device == "cuda" or self.kernel_everywhere) and not self.kernel_failed and x.dim() == 4
                 and not torch.is_grad_enabled() and torch.is_autocast_enabled(device))
 
 
@@ -128,10 +141,18 @@ def use_windowed_blocks(trunk: torch.nn.Module, kernel_everywhere: bool = False)
     :class:`WindowedBlock` (same parameters); returns how many."""
     changed = 0
     for block in getattr(trunk, "blocks", []):
-        widths = getattr(block, "dim", 0), getattr(block, "dim_out", -1)
-        keeps_shape = getattr(block, "q_stride", True) is None and widths[0] == widths[1]
-        if type(block) is MultiScaleBlock and getattr(block, "window_size", 0) > 0 and keeps_shape:
+        if type(block) is MultiScaleBlock and _foldable(block):
             block.__class__ = WindowedBlock
             block.kernel_everywhere = kernel_everywhere
             changed += 1
+    logger.debug("Hiera: %d windowed blocks folded", changed)
     return changed
+
+
+def _foldable(block: MultiScaleBlock) -> bool:
+    """Windowed, keeping its width and resolution, no stochastic depth, a layer norm with weight and bias."""
+    norm = getattr(block, "norm1", None)
+    return (getattr(block, "window_size", 0) > 0 and getattr(block, "q_stride", True) is None
+            and getattr(block, "dim", 0) == getattr(block, "dim_out", -1)
+            and isinstance(getattr(block, "drop_path", None), torch.nn.Identity)
+            and isinstance(norm, torch.nn.LayerNorm) and norm.weight is not None and norm.bias is not None)

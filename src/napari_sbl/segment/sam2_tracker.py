@@ -82,8 +82,8 @@ class Sam2Params:
     block, warps, stages, key splits; empty: the measured defaults). ``fused_layer_norms`` (CUDA with
     Triton) computes Hiera's layer norms (unless the encoder is compiled) and the memory attention's in
     one Triton kernel that writes bf16 (:mod:`.sam2_layer_norm`); with ``fused_hiera_windows`` too, Hiera's
-    windowed blocks partition and unpartition their tokens inside that kernel and the residual add
-    (:mod:`.sam2_hiera_blocks`).
+    windowed blocks run two kernels of their own, layer norm + window partition and window unpartition +
+    residual add (:mod:`.sam2_hiera_blocks`).
     """
 
     model: str = "tiny"
