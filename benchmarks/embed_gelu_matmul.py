@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +24,9 @@ TILINGS = ("128x128x2", "128x128x2xws", "128x128x3xws", "128x128x3xwsxg8", "128x
            "128x192x2xws")
 
 
-def timed_ms(fn, *args, iters: int = 10, repeats: int = 3) -> float:
+def timed_ms(fn: Callable[..., Any], *args: Any, iters: int = 10, repeats: int = 3) -> float:
+    """Median milliseconds of one call of jitted ``fn(*args)`` over ``repeats`` runs of ``iters``, after a
+    compiling call (also :mod:`embed_kernel_probe`'s timer)."""
     jax.block_until_ready(fn(*args))
     runs = []
     for _ in range(repeats):

@@ -87,12 +87,19 @@ def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return len(layers)
 
 
-def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, self_tiling: str) -> None:
+def _before_ampere(device: torch.device, what: str) -> bool:
+    """Whether ``device`` is a GPU older than compute capability 8.0, whose bf16 our Triton kernels cannot use
+    (logged as why ``what`` is not fused)."""
     import torch
 
-    if torch.cuda.get_device_capability(device) < (8, 0):  # the kernels' bf16 matmuls need Ampere or newer
-        logger.info("memory attention not fused: %s is older than compute capability 8.0",
-                    torch.cuda.get_device_name(device))
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0):
+        return False
+    logger.info("%s not fused: %s is older than compute capability 8.0", what, torch.cuda.get_device_name(device))
+    return True
+
+
+def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, self_tiling: str) -> None:
+    if _before_ampere(device, "memory attention"):
         return
     try:
         from napari_sbl.segment import sam2_attention_kernels as kernels
@@ -111,11 +118,7 @@ def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows
     """Hiera's layer norms and windowed blocks (``trunk``; not when the encoder is compiled, which fuses them
     itself) and the memory attention's norms through :mod:`.sam2_layer_norm` and :mod:`.sam2_hiera_blocks`;
     returns how many norms were replaced."""
-    import torch
-
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):  # bf16 needs Ampere or newer
-        logger.info("layer norms not fused: %s is older than compute capability 8.0",
-                    torch.cuda.get_device_name(device))
+    if _before_ampere(device, "layer norms"):
         return 0
     try:
         from napari_sbl.segment.sam2_hiera_blocks import use_windowed_blocks

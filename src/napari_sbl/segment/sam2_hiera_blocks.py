@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleBlock
 
-from napari_sbl.segment.sam2_layer_norm import row_block
+from napari_sbl.segment.sam2_layer_norm import normalise_rows, row_block
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,7 @@ def _norm_partition_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, height, w
     column = tl.arange(0, BLOCK_COLUMNS)[None, :]
     inside = token[:, None] & (column < COLUMNS)
     values = tl.load(x_ptr + source[:, None] * COLUMNS + column, mask=inside, other=0.0).to(tl.float32)
-    mean = tl.sum(values, axis=1)[:, None] / COLUMNS
-    centred = tl.where(inside, values - mean, 0.0)
-    variance = tl.sum(centred * centred, axis=1)[:, None] / COLUMNS
-    weight = tl.load(weight_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
-    normed = tl.where(inside, centred * tl.rsqrt(variance + eps) * weight + bias, 0.0)
+    normed = normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS)
     keep = (slot < rows)[:, None] & (column < COLUMNS)
     tl.store(out_ptr + slot.to(tl.int64)[:, None] * COLUMNS + column, normed.to(out_ptr.dtype.element_ty), mask=keep)
 

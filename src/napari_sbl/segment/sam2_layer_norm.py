@@ -29,6 +29,18 @@ logger = logging.getLogger(__name__)
 ELEMENTS_PER_PROGRAM = 8192  # a block of rows × the padded channels, for one program's registers
 
 
+@triton.jit
+def normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS: tl.constexpr):
+    """Layer norm of each row of float32 ``values`` (rows, padded channels) loaded as 0 outside ``inside``;
+    0 outside ``inside``. Shared by this module's kernel and :mod:`.sam2_hiera_blocks`'."""
+    mean = tl.sum(values, axis=1)[:, None] / COLUMNS
+    centred = tl.where(inside, values - mean, 0.0)
+    variance = tl.sum(centred * centred, axis=1)[:, None] / COLUMNS
+    weight = tl.load(weight_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
+    return tl.where(inside, centred * tl.rsqrt(variance + eps) * weight + bias, 0.0)
+
+
 @triton.jit(do_not_specialize=["rows"])
 def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
                             COLUMNS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
@@ -36,13 +48,8 @@ def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
     column = tl.arange(0, BLOCK_COLUMNS)[None, :]
     inside = (row < rows) & (column < COLUMNS)
     offsets = row.to(tl.int64) * COLUMNS + column
-    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1)[:, None] / COLUMNS
-    centred = tl.where(inside, x - mean, 0.0)
-    variance = tl.sum(centred * centred, axis=1)[:, None] / COLUMNS
-    weight = tl.load(weight_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + column, mask=column < COLUMNS, other=0.0).to(tl.float32)
-    normed = centred * tl.rsqrt(variance + eps) * weight + bias
+    values = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    normed = normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS)
     tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
 
 
