@@ -37,6 +37,8 @@
 #   track-norms     track_sam2.py, tiny and large: ours (layer norms in our Triton kernel), ours-torch-norms,
 #                   upstream; then the tiny GPU profile
 #   norms-check     sam2_layer_norm_check.py: SAM2's features and memory attention with our layer norms vs PyTorch's
+#   hiera           sam2_hiera_check.py (Hiera's attention kernel per call shape; the encoder step by step), then
+#                   track_sam2.py, tiny and large: ours, ours-sdpa, ours-exact-gelu, upstream-lazy, upstream-jpeg
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -115,6 +117,13 @@ for name in "$@"; do
         step profile-tiny 120 python3 benchmarks/track_profile.py --model tiny --frames 120 --gpu --out "$OUT" ;;
     norms-check)
         step norms-check 200 python3 benchmarks/sam2_layer_norm_check.py --models tiny large ;;
+    hiera)
+        step hiera-check 300 python3 benchmarks/sam2_hiera_check.py --models tiny large
+        for model in tiny large; do
+            step "track-hiera-$model" 330 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours ours-sdpa ours-exact-gelu upstream-lazy upstream-jpeg --timeout 120 \
+                --out "$OUT/track_hiera_$model.md"
+        done ;;
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;

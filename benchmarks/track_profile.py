@@ -92,6 +92,37 @@ def labelled_components(predictor) -> list:
     return handles
 
 
+def kernels_by_component(prof, frames: int, top: int = 8) -> list[str]:
+    """GPU ms per frame of each component's kernels, by the PyTorch operator that launched them: a kernel
+    belongs to the outermost component range around its operator. Kernels launched outside any operator
+    (our Triton kernels) are listed apart."""
+    from collections import defaultdict
+
+    from torch.autograd import DeviceType
+
+    spent: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    attributed = 0.0
+    for event in prof.events():
+        if event.device_type != DeviceType.CPU or not event.kernels:
+            continue
+        component, parent = "outside SAM2's modules", event
+        while parent is not None:
+            if parent.name.startswith("component:"):
+                component = parent.name[10:]
+            parent = parent.cpu_parent
+        for kernel in event.kernels:
+            if not kernel.name.startswith("component:"):
+                spent[component][kernel.name] += kernel.duration
+                attributed += kernel.duration
+    lines = ["", "kernels launched by PyTorch operators, by component (GPU ms per frame):"]
+    for component, kernels in sorted(spent.items(), key=lambda item: -sum(item[1].values())):
+        lines.append(f"  {component}: {sum(kernels.values()) / 1e3 / frames:.3f}")
+        for name, us in sorted(kernels.items(), key=lambda item: -item[1])[:top]:
+            lines.append(f"      {us / 1e3 / frames:8.3f}  {name[:110]}")
+    lines.append(f"  (all of these: {attributed / 1e3 / frames:.3f}; the rest of the total is Triton's kernels)")
+    return lines
+
+
 def gpu_profile(args: argparse.Namespace, video) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -122,6 +153,7 @@ def gpu_profile(args: argparse.Namespace, video) -> str:
     lines += ["", f"all kernels: {total / 1e3 / frames:.3f} ms per frame", "", "costliest kernels:"]
     for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]:
         lines.append(f"  {event.self_device_time_total / 1e3 / frames:8.3f}  {event.count:6d}×  {event.key[:110]}")
+    lines += kernels_by_component(prof, frames)
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the layer norms and the memory attention fused, the per-frame modules
+compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the per-frame modules
 replayed from CUDA graphs, hole filling switched off where SAM2's extension is missing.
 """
 
@@ -54,6 +54,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
     if params.fused_layer_norms and device.type == "cuda" and not params.compile:
         _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder,
                           windows=params.fused_hiera_windows)
+    if device.type == "cuda" and not (params.compile or params.compile_image_encoder):
+        _fuse_hiera_layers(predictor, device, params.fused_hiera_attention, params.fused_hiera_mlp)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -132,6 +134,20 @@ def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows
     if trunk:
         replaced = use_autocast_layer_norms(predictor.image_encoder.trunk)
     return replaced + use_memory_attention_layer_norms(predictor.memory_attention)
+
+
+def _fuse_hiera_layers(predictor: Any, device: torch.device, attention: bool, mlp: bool) -> tuple[int, int]:
+    """Hiera's attention through our kernel and its MLPs' first layer + GELU through one cuBLAS call
+    (:mod:`.sam2_hiera_layers`), as asked; returns how many of each were changed."""
+    if not (attention or mlp) or _before_ampere(device, "Hiera attention"):
+        return 0, 0
+    try:
+        from napari_sbl.segment.sam2_hiera_layers import use_gelu_mlps, use_hiera_attention
+    except ImportError as err:  # no Triton on this platform: SAM2's layers
+        logger.info("Hiera layers not fused: %s", err)
+        return 0, 0
+    trunk = predictor.image_encoder.trunk
+    return use_hiera_attention(trunk) if attention else 0, use_gelu_mlps(trunk) if mlp else 0
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

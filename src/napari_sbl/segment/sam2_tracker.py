@@ -83,7 +83,9 @@ class Sam2Params:
     Triton) computes Hiera's layer norms (unless the encoder is compiled) and the memory attention's in
     one Triton kernel that writes bf16 (:mod:`.sam2_layer_norm`); with ``fused_hiera_windows`` too, Hiera's
     windowed blocks run two kernels of their own, layer norm + window partition and window unpartition +
-    residual add (:mod:`.sam2_hiera_blocks`).
+    residual add (:mod:`.sam2_hiera_blocks`). ``fused_hiera_attention`` runs Hiera's attention in our
+    Triton kernel for its head widths and ``fused_hiera_mlp`` its MLPs' first layer and GELU (tanh form) as
+    one cuBLAS call (:mod:`.sam2_hiera_layers`; CUDA, encoder not compiled).
     """
 
     model: str = "tiny"
@@ -109,6 +111,8 @@ class Sam2Params:
     self_attention_tiling: str = ""
     fused_layer_norms: bool = True
     fused_hiera_windows: bool = True
+    fused_hiera_attention: bool = True
+    fused_hiera_mlp: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
