@@ -39,6 +39,8 @@
 #   norms-check     sam2_layer_norm_check.py: SAM2's features and memory attention with our layer norms vs PyTorch's
 #   hiera           sam2_hiera_check.py (Hiera's attention kernel per call shape; the encoder step by step), then
 #                   track_sam2.py, tiny and large: ours, ours-sdpa, ours-exact-gelu, upstream-lazy, upstream-jpeg
+#   memory-encoder  sam2_hiera_check.py (with the memory encoder's norm kernel), then track_sam2.py, tiny and
+#                   large: ours, ours-sam2-memory-encoder, upstream-lazy, twice over
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -123,6 +125,14 @@ for name in "$@"; do
             step "track-hiera-$model" 330 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
                 --impls ours ours-sdpa ours-exact-gelu upstream-lazy upstream-jpeg --timeout 120 \
                 --out "$OUT/track_hiera_$model.md"
+        done ;;
+    memory-encoder)
+        step hiera-check 300 python3 benchmarks/sam2_hiera_check.py --models tiny large
+        for model in tiny large; do
+            step "track-memenc-$model" 420 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours ours-sam2-memory-encoder upstream-lazy ours ours-sam2-memory-encoder upstream-lazy \
+                --timeout 120 \
+                --out "$OUT/track_memenc_$model.md"
         done ;;
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \

@@ -1,6 +1,7 @@
-"""Hiera's attention kernel and fused GELU MLP on a GPU: the same features, and how much faster the encoder runs.
+"""Hiera's attention kernel, fused GELU MLPs and the memory encoder's norm kernel on a GPU: the same outputs,
+and how much faster each runs.
 
-Two parts, per model:
+Three parts, per model:
 
 1. Attention calls: every ``MultiScaleAttention`` call of one 8-frame encoder pass is recorded (q, k, v
    shapes); each distinct shape is timed through PyTorch's attention (SAM2's transposed views, flash on an
@@ -9,6 +10,8 @@ Two parts, per model:
 2. The image encoder under bf16 autocast, cumulatively: SAM2 as built → our layer norms and windowed blocks
    (the previous default) → + our attention → + the fused MLP: each output's relative L2 difference from the
    same encoder in float32, and the encoder's time per batch (bf16 weights, as the tracker stores them).
+3. The memory encoder on two animals' masks, SAM2's and with :mod:`napari_sbl.segment.sam2_memory_encoder`:
+   distance from float32 and time per call (replayed from a CUDA graph, as the tracker runs it).
 
     python benchmarks/sam2_hiera_check.py --models tiny large
 """
@@ -49,7 +52,8 @@ def build(model: str, bf16_weights: bool):
     from napari_sbl.segment.sam2_tracker import Sam2Params
 
     params = Sam2Params(model=model, weights="random", device="cuda", cuda_graphs=False, fused_layer_norms=False,
-                        fused_hiera_attention=False, fused_hiera_mlp=False, bf16_weights=bf16_weights)
+                        fused_hiera_attention=False, fused_hiera_mlp=False, fused_memory_encoder=False,
+                        bf16_weights=bf16_weights)  # SAM2 as it is; each part then swapped in by hand
     return build_predictor(params, None, torch.device("cuda")).eval()
 
 
@@ -85,12 +89,23 @@ def shape_timings(batch: int, queries: int, keys: int, heads: int, head_dim: int
     def pytorch():
         return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
+    def cudnn():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            return pytorch()
+
     with torch.inference_mode():
+        try:
+            cudnn_ms = timed_ms(cudnn)
+        except RuntimeError:  # no cuDNN attention for this shape here
+            cudnn_ms = float("nan")
         sdpa_ms = timed_ms(pytorch)
         best = min((timed_ms(lambda t=t: heads_attention(q, k, v, t)), t) for t in TILINGS)
         ours_ms = timed_ms(lambda: heads_attention(q, k, v))
         exact = F.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        return sdpa_ms, ours_ms, best, difference(pytorch(), exact), difference(heads_attention(q, k, v), exact)
+        return (sdpa_ms, ours_ms, best, difference(pytorch(), exact), difference(heads_attention(q, k, v), exact),
+                cudnn_ms)
 
 
 def attention_lines(model: str, shapes: Counter) -> list[str]:
@@ -98,18 +113,19 @@ def attention_lines(model: str, shapes: Counter) -> list[str]:
 
     lines, total_sdpa, total_ours, total_used = [], 0.0, 0.0, 0.0
     for shape, calls in sorted(shapes.items()):
-        sdpa_ms, ours_ms, best, sdpa_error, error = shape_timings(*shape)
+        sdpa_ms, ours_ms, best, sdpa_error, error, cudnn_ms = shape_timings(*shape)
         batch, queries, keys, heads, head_dim = shape
         total_sdpa += sdpa_ms * calls
         total_ours += ours_ms * calls
         total_used += (ours_ms if keys <= HieraAttention.kernel_max_keys else sdpa_ms) * calls
         lines.append(f"| {model} | {batch}×{queries}×{keys}, {heads}×{head_dim} | {calls} | {sdpa_ms:.3f} | "
+                     f"{cudnn_ms:.3f} | "
                      f"{ours_ms:.3f} | {best[0]:.3f} ({'x'.join(map(str, best[1]))}) | {sdpa_error:.2e} | "
                      f"{error:.2e} |")
-    lines.append(f"| {model} | **all calls of one pass** | {sum(shapes.values())} | {total_sdpa:.2f} | "
+    lines.append(f"| {model} | **all calls of one pass** | {sum(shapes.values())} | {total_sdpa:.2f} | – | "
                  f"{total_ours:.2f} | – | – | – |")
     lines.append(f"| {model} | **as the tracker runs them** (ours up to {HieraAttention.kernel_max_keys} keys) | "
-                 f"{sum(shapes.values())} | – | {total_used:.2f} | – | – | – |")
+                 f"{sum(shapes.values())} | – | – | {total_used:.2f} | – | – | – |")
     return lines
 
 
@@ -147,14 +163,55 @@ def encoder_lines(model: str, batch: int) -> list[str]:
     return lines
 
 
+def memory_encoder_lines(model: str) -> list[str]:
+    from napari_sbl.segment.sam2_build import store_autocast_weights
+    from napari_sbl.segment.sam2_memory_encoder import use_fused_memory_encoder
+
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    pix_feat = torch.randn(2, 256, 64, 64, device="cuda", generator=generator)
+    masks = 8 * torch.randn(2, 1, 1024, 1024, device="cuda", generator=generator)
+
+    def run(encoder):
+        return encoder(pix_feat, masks)["vision_features"]
+
+    lines = []
+    with torch.inference_mode():
+        exact = run(build(model, bf16_weights=False).memory_encoder)  # the same seed builds the same weights
+        for label in ("SAM2's", "ours"):
+            accurate = build(model, bf16_weights=False).memory_encoder
+            timed = build(model, bf16_weights=False).memory_encoder
+            store_autocast_weights(timed, torch.bfloat16)  # as the tracker runs it
+            if label == "ours":
+                use_fused_memory_encoder(accurate)
+                use_fused_memory_encoder(timed)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                distance = difference(run(accurate), exact)
+                ms = graph_ms(lambda timed=timed: run(timed))
+            lines.append(f"| {model} | {label} | {ms:.3f} | {distance:.2e} |")
+    return lines
+
+
+def graph_ms(fn, replays: int = 50) -> float:
+    """ms per call of ``fn`` replayed from a CUDA graph (the tracker replays the memory encoder so)."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return timed_ms(graph.replay, replays)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "large"])
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}\n")
-    print("| model | attention call (batch×queries×keys, heads×width) | calls | PyTorch ms | ours ms | "
-          "ours best tiling ms | PyTorch vs float32 | ours vs float32 |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | attention call (batch×queries×keys, heads×width) | calls | PyTorch ms | cuDNN ms | ours ms | "
+          "ours best tiling ms | PyTorch vs float32 | ours vs float32 |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models:
         images = torch.randn(args.batch, 3, 1024, 1024, device="cuda")
         shapes = attention_shapes(build(model, bf16_weights=True), images)
@@ -162,6 +219,9 @@ def main() -> int:
     print("\n| model | image encoder | ms per batch | distance from float32, levels 0 / 1 / 2 |\n|---|---|---:|---|")
     for model in args.models:
         print("\n".join(encoder_lines(model, args.batch)), flush=True)
+    print("\n| model | memory encoder, 2 animals | ms per call | distance from float32 |\n|---|---|---:|---:|")
+    for model in args.models:
+        print("\n".join(memory_encoder_lines(model)), flush=True)
     return 0
 
 

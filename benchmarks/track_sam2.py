@@ -21,6 +21,7 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-cudnn``: ``ours-eager`` with PyTorch's own choice of attention backend (cuDNN on an H100);
 - ``ours-sdpa``: ``ours`` with Hiera's attention through PyTorch's (flash), not our kernel;
 - ``ours-exact-gelu``: ``ours`` with Hiera's MLPs as SAM2 runs them (exact GELU, its own kernel);
+- ``ours-sam2-memory-encoder``: ``ours`` with SAM2's memory encoder (its norms as nine tensor operations);
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
 - ``upstream-jpeg``: SAM2's ``init_state`` on a JPEG folder (loads every frame), then propagation;
 - ``upstream-compiled``: ``upstream-lazy`` on the same compiled predictor.
@@ -60,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
     "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
-    "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu",
+    "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu", "ours-sam2-memory-encoder",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
@@ -190,6 +191,7 @@ def make_tracker(config: dict) -> object:
         fused_hiera_windows=config["impl"] != "ours-sam2-windows",
         fused_hiera_attention=config["impl"] != "ours-sdpa",
         fused_hiera_mlp=config["impl"] != "ours-exact-gelu",
+        fused_memory_encoder=config["impl"] != "ours-sam2-memory-encoder",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

@@ -56,6 +56,8 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
                           windows=params.fused_hiera_windows)
     if device.type == "cuda" and not (params.compile or params.compile_image_encoder):
         _fuse_hiera_layers(predictor, device, params.fused_hiera_attention, params.fused_hiera_mlp)
+    if params.fused_memory_encoder and device.type == "cuda" and not params.compile:
+        _fuse_memory_encoder(predictor, device)
     if params.compile_image_encoder and not params.compile:
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
@@ -148,6 +150,19 @@ def _fuse_hiera_layers(predictor: Any, device: torch.device, attention: bool, ml
         return 0, 0
     trunk = predictor.image_encoder.trunk
     return use_hiera_attention(trunk) if attention else 0, use_gelu_mlps(trunk) if mlp else 0
+
+
+def _fuse_memory_encoder(predictor: Any, device: torch.device) -> int:
+    """The memory encoder's channel norms (and the GELUs after them) through :mod:`.sam2_memory_encoder`;
+    returns how many modules changed."""
+    if _before_ampere(device, "memory encoder"):
+        return 0
+    try:
+        from napari_sbl.segment.sam2_memory_encoder import use_fused_memory_encoder
+    except ImportError as err:  # no Triton on this platform: SAM2's memory encoder
+        logger.info("memory encoder not fused: %s", err)
+        return 0
+    return use_fused_memory_encoder(predictor.memory_encoder)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

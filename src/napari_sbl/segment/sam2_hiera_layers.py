@@ -133,7 +133,9 @@ def heads_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
-def _autocast_inference(x: torch.Tensor, everywhere: bool) -> bool:
+def autocast_inference(x: torch.Tensor, everywhere: bool) -> bool:
+    """Whether our kernels may stand in for SAM2's layers on ``x``: under autocast, with nothing requiring
+    gradients, on CUDA (or anywhere, for tests)."""
     device = x.device.type
     return ((device == "cuda" or everywhere) and not torch.is_grad_enabled()
             and torch.is_autocast_enabled(device))
@@ -148,7 +150,7 @@ class HieraAttention(MultiScaleAttention):
     kernel_max_keys = 64  # longer windows and global attention: PyTorch's flash is as fast (sam2_hiera_check.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_failed or not _autocast_inference(x, self.kernel_everywhere):
+        if self.kernel_failed or not autocast_inference(x, self.kernel_everywhere):
             return super().forward(x)
         try:
             return self._kernel_forward(x)
@@ -180,13 +182,19 @@ class GeluMlp(MLP):
     kernel_everywhere = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _autocast_inference(x, self.kernel_everywhere):
+        if not autocast_inference(x, self.kernel_everywhere):
             return super().forward(x)
         first, second = self.layers
-        dtype = torch.get_autocast_dtype(x.device.type)
-        rows = x.reshape(-1, x.shape[-1]).to(dtype)
-        hidden = torch._addmm_activation(first.bias.to(dtype), rows, first.weight.to(dtype).t(), use_gelu=True)
-        return second(hidden.reshape(*x.shape[:-1], hidden.shape[-1]))
+        return second(linear_gelu(first, x))
+
+
+def linear_gelu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``gelu(linear(x), approximate="tanh")`` in the autocast dtype, as one cuBLAS call with a GELU epilogue
+    (see the module's text); ``x`` is (..., in_features), ``linear`` has a bias."""
+    dtype = torch.get_autocast_dtype(x.device.type)
+    rows = x.reshape(-1, x.shape[-1]).to(dtype)
+    hidden = torch._addmm_activation(linear.bias.to(dtype), rows, linear.weight.to(dtype).t(), use_gelu=True)
+    return hidden.reshape(*x.shape[:-1], hidden.shape[-1])
 
 
 def use_hiera_attention(trunk: torch.nn.Module, kernel_everywhere: bool = False) -> int:

@@ -85,7 +85,8 @@ class Sam2Params:
     windowed blocks run two kernels of their own, layer norm + window partition and window unpartition +
     residual add (:mod:`.sam2_hiera_blocks`). ``fused_hiera_attention`` runs Hiera's attention in our
     Triton kernel for its head widths and ``fused_hiera_mlp`` its MLPs' first layer and GELU (tanh form) as
-    one cuBLAS call (:mod:`.sam2_hiera_layers`; CUDA, encoder not compiled).
+    one cuBLAS call (:mod:`.sam2_hiera_layers`; CUDA, encoder not compiled). ``fused_memory_encoder``
+    normalises the memory encoder's channels in one Triton kernel per norm (:mod:`.sam2_memory_encoder`).
     """
 
     model: str = "tiny"
@@ -113,6 +114,7 @@ class Sam2Params:
     fused_hiera_windows: bool = True
     fused_hiera_attention: bool = True
     fused_hiera_mlp: bool = True
+    fused_memory_encoder: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
