@@ -41,6 +41,8 @@
 #                   track_sam2.py, tiny and large: ours, ours-sdpa, ours-exact-gelu, upstream-lazy, upstream-jpeg
 #   memory-encoder  sam2_hiera_check.py (with the memory encoder's norm kernel), then track_sam2.py, tiny and
 #                   large: ours, ours-sam2-memory-encoder, upstream-lazy, twice over
+#   timeline        track_timeline.py, tiny and large: GPU busy and idle time of a graphed tracking pass, and the
+#                   host events open while the GPU waits
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
 set -u
 OUT=${OUT:-/tmp/out}
@@ -133,6 +135,10 @@ for name in "$@"; do
                 --impls ours ours-sam2-memory-encoder upstream-lazy ours ours-sam2-memory-encoder upstream-lazy \
                 --timeout 120 \
                 --out "$OUT/track_memenc_$model.md"
+        done ;;
+    timeline)
+        for model in tiny large; do
+            step "timeline-$model" 150 python3 benchmarks/track_timeline.py --model "$model" --frames 120 --out "$OUT"
         done ;;
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
