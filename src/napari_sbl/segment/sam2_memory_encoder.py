@@ -8,7 +8,8 @@ pixel's channels in float32 registers in one pass, applies the GELU where one fo
 autocast dtype that the next convolution or linear layer would cast to anyway: closer to float32 than
 SAM2's bf16 steps. A ConvNeXt block's norm writes channels-last, the layout its pointwise linear layers
 read (SAM2 permutes a copy), and its first linear layer and GELU are one cuBLAS call
-(:func:`~.sam2_hiera_layers.linear_gelu`).
+(:func:`~.sam2_hiera_layers.linear_gelu`). On an H100 the memory encoder on two animals took 1.08 → 0.57 ms a
+call (graph-replayed), closer to float32; tracking did not measurably speed up (benchmarks/results/track.md).
 
 :class:`NormGelu2d` and :class:`FusedCXBlock` are SAM2's modules (same parameters, swapped in by class)
 that take these paths under autocast on CUDA with nothing requiring gradients; elsewhere, or once a kernel

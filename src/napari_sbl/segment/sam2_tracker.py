@@ -69,9 +69,9 @@ class Sam2Params:
     ``encoder_overlap`` (CUDA only) encodes the next batch of frames on a second stream while the
     current batch is tracked on a high-priority one (:mod:`.sam2_features`).
     ``compile_image_encoder`` compiles only the image encoder (``torch.compile``, default mode, one
-    padded batch shape, prompted frames included): its layer norms, dtype casts, window permutes
-    and GELUs are separate memory-bound kernels in eager PyTorch, most of Hiera-L's time on a GPU.
-    Compiling costs about a minute on first use (cached by PyTorch after that).
+    padded batch shape, prompted frames included) instead of running our encoder kernels (below): on
+    an H100 tiny 4 % faster, large 6 % slower (benchmarks/results/track.md, session 8). Compiling
+    costs about a minute on first use (cached by PyTorch after that).
     ``track_ahead`` (with recovery on) tracks the next frame while this frame's masks travel to the
     host for the drift check, and undoes it when the check re-prompts an animal (on a GPU, waiting
     for the masks idles it). Same masks as waiting (tested); 2-6 % faster on an H200.
