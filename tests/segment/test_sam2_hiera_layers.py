@@ -37,6 +37,7 @@ def test_heads_are_split_into_a_power_of_two_and_a_padded_rest(layers, head_dim,
     (2, 49, 49, 1, 96),  # tiny's, a 7 × 7 window
     (2, 16, 64, 4, 56),  # base+'s, pooled queries against a window's keys
     (1, 70, 130, 2, 64),  # a power of two: no second part; several key blocks
+    (1, 200, 200, 2, 72),  # several query blocks
 ])
 def test_kernel_matches_pytorchs_attention_on_qkv_views(layers, batch, queries, keys, heads, head_dim):
     generator = torch.Generator().manual_seed(queries * keys)
@@ -56,7 +57,8 @@ def test_kernel_refuses_heads_that_are_not_side_by_side(layers):
 
 
 def small_trunk():
-    """A shrunken tiny trunk with q-pooling, windowed and global blocks, heads 36 channels wide (32 + 4)."""
+    """A shrunken tiny trunk with q-pooling, windowed and global blocks, heads 36 channels wide (32 + 4 in a
+    16-wide slot)."""
     overrides = [o for o in tiny_test_overrides(image_size=128, embed_dim=36)
                  if ".stages=" not in o and ".global_att_blocks=" not in o]
     overrides += ["++model.image_encoder.trunk.stages=[1,1,2,1]", "++model.image_encoder.trunk.global_att_blocks=[3]"]
@@ -65,7 +67,7 @@ def small_trunk():
     return build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
 
 
-def test_trunk_with_our_attention_and_mlps_gives_the_same_features(layers, monkeypatch):
+def test_trunk_with_our_attention_and_mlps_gives_the_same_features(layers, monkeypatch, caplog):
     trunk = small_trunk()
     ours = copy.deepcopy(trunk)
     attentions = layers.use_hiera_attention(ours, kernel_everywhere=True)
@@ -83,23 +85,28 @@ def test_trunk_with_our_attention_and_mlps_gives_the_same_features(layers, monke
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
         before, after = trunk(image), ours(image)
     assert len(calls) == attentions - 1 and max(calls) <= 32
+    assert not any(getattr(m, "kernel_failed", False) for m in ours.modules())  # no fallback
+    assert not [r for r in caplog.records if r.name.endswith("sam2_kernel_modules")]
     for mine, theirs in zip(after, before, strict=True):
         assert mine.dtype == theirs.dtype
         assert float((mine.float() - theirs.float()).norm() / theirs.float().norm()) < 3e-3
 
 
-def test_fused_mlp_is_the_tanh_gelu_of_the_first_layer(layers):
+def test_fused_mlp_is_a_gelu_of_the_first_layer(layers, caplog):
+    """On the CPU PyTorch's fused op computes the exact GELU; on CUDA cuBLAS's epilogue its tanh form (within
+    4.8e-4; the GPU check, benchmarks/sam2_hiera_check.py, measures the encoder's features with it)."""
     mlp = small_trunk().blocks[0].mlp
     x = torch.randn(2, 5, 7, mlp.layers[0].in_features)
     with torch.no_grad():
         first, second = mlp.layers
-        expected = second(F.gelu(first(x), approximate="tanh"))
+        expected = second(F.gelu(first(x)))
         exact = mlp(x)
         layers.use_gelu_mlps(mlp, kernel_everywhere=True)
         assert torch.equal(mlp(x), exact)  # outside autocast: SAM2's exact GELU
         with torch.autocast("cpu", dtype=torch.float16):
             fused = mlp(x)
-    assert fused.shape == x.shape
+    assert fused.shape == x.shape and fused.dtype == torch.float16 and not mlp.kernel_failed
+    assert not [r for r in caplog.records if r.name.endswith("sam2_kernel_modules")]
     torch.testing.assert_close(fused.float(), expected, rtol=1e-2, atol=1e-2)
 
 

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleBlock
 
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
 from napari_sbl.segment.sam2_layer_norm import normalise_rows, row_block
 
 logger = logging.getLogger(__name__)
@@ -98,37 +99,25 @@ def unpartition_add(windows: torch.Tensor, shortcut: torch.Tensor, window: int) 
     return out
 
 
-class WindowedBlock(MultiScaleBlock):
+class WindowedBlock(KernelOrSam2, MultiScaleBlock):
     """A windowed ``MultiScaleBlock`` (:func:`use_windowed_blocks` picks them) whose attention path runs
-    through :func:`norm_partition` and :func:`unpartition_add` under autocast on CUDA (or anywhere with
-    ``kernel_everywhere``, for tests); where gradients are wanted, outside autocast, or once the kernels
-    have failed to run here (logged once per block), SAM2's forward."""
+    through :func:`norm_partition` and :func:`unpartition_add` where :mod:`.sam2_kernel_modules` lets our
+    kernels run (SAM2's forward elsewhere, and once the kernels have failed to run here)."""
 
-    kernel_everywhere = False
-    kernel_failed = False
+    what = "Hiera windowed block"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._folds(x):
-            return super().forward(x)
-        try:
-            return self._folded(x)
-        except Exception as err:  # Triton's compile errors have no common base class; nothing changed yet
-            self.kernel_failed = True
-            logger.warning("SAM2's windowed block is used: our kernels do not run here (%s: %s)",
-                           type(err).__name__, str(err)[:200])
-            return super().forward(x)
+    def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MultiScaleBlock.forward(self, x)
 
-    def _folded(self, x: torch.Tensor) -> torch.Tensor:
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type)
         x = x.contiguous()  # the first stage's tokens arrive as a permuted view of the patch embedding
         attended = self.attn(norm_partition(x, self.norm1, self.window_size, dtype))
         x = unpartition_add(attended, x, self.window_size)
         return x + self.mlp(self.norm2(x))
 
-    def _folds(self, x: torch.Tensor) -> bool:
-        device = x.device.type
-        return ((device == "cuda" or self.kernel_everywhere) and not self.kernel_failed and x.dim() == 4
-                and not torch.is_grad_enabled() and torch.is_autocast_enabled(device))
+    def _kernel_applies(self, x: torch.Tensor) -> bool:
+        return x.dim() == 4 and super()._kernel_applies(x)
 
 
 def use_windowed_blocks(trunk: torch.nn.Module, kernel_everywhere: bool = False) -> int:

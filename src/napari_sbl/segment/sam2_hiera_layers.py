@@ -12,17 +12,17 @@ reads queries, keys and values from the qkv projection's own layout and writes t
 ready for the output projection.
 
 The MLP's first layer and its GELU become one cuBLAS call (``torch._addmm_activation``), whose epilogue
-applies GELU's tanh form to the float32 accumulator and rounds once. The tanh form differs from the exact
-GELU SAM2 was trained with by at most 4.8e-4 (at 2.7, where bf16's own rounding step is 0.016).
+applies GELU's tanh form to the float32 accumulator and rounds once (from 2 M rows on, e.g. Hiera's first
+stage on 32 frames at 1024 px, PyTorch runs a matmul and a tanh GELU instead: the same values, two kernels).
+The tanh form differs from the exact GELU SAM2 was trained with by at most 4.8e-4 (at 2.7, where bf16's own
+rounding step is 0.016).
 
 :class:`HieraAttention` and :class:`GeluMlp` are SAM2's modules (same parameters, swapped in by class) that
 take these paths under autocast on CUDA, with nothing requiring gradients; elsewhere, or once the kernel
-has failed to run (logged once per module), SAM2's forward.
+has failed to run (logged once per module), SAM2's forward (:mod:`.sam2_kernel_modules`).
 """
 
 from __future__ import annotations
-
-import logging
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from sam2.modeling.sam2_utils import MLP
 
-logger = logging.getLogger(__name__)
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
 
 LOG2_E = tl.constexpr(1.4426950408889634)
 
@@ -133,32 +133,15 @@ def heads_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
-def autocast_inference(x: torch.Tensor, everywhere: bool) -> bool:
-    """Whether our kernels may stand in for SAM2's layers on ``x``: under autocast, with nothing requiring
-    gradients, on CUDA (or anywhere, for tests)."""
-    device = x.device.type
-    return ((device == "cuda" or everywhere) and not torch.is_grad_enabled()
-            and torch.is_autocast_enabled(device))
-
-
-class HieraAttention(MultiScaleAttention):
+class HieraAttention(KernelOrSam2, MultiScaleAttention):
     """SAM2's ``MultiScaleAttention`` whose attention over at most ``kernel_max_keys`` keys runs
     :func:`heads_attention` (see the module's text)."""
 
-    kernel_everywhere = False
-    kernel_failed = False
+    what = "Hiera attention"
     kernel_max_keys = 64  # longer windows and global attention: PyTorch's flash is as fast (sam2_hiera_check.py)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_failed or not autocast_inference(x, self.kernel_everywhere):
-            return super().forward(x)
-        try:
-            return self._kernel_forward(x)
-        except Exception as err:  # Triton's compile errors have no common base class; nothing changed yet
-            self.kernel_failed = True
-            logger.warning("SAM2's Hiera attention is used: our kernel does not run here (%s: %s)",
-                           type(err).__name__, str(err)[:200])
-            return super().forward(x)
+    def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MultiScaleAttention.forward(self, x)
 
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
@@ -176,21 +159,23 @@ class HieraAttention(MultiScaleAttention):
         return self.proj(attended.reshape(batch, height, width, -1))
 
 
-class GeluMlp(MLP):
+class GeluMlp(KernelOrSam2, MLP):
     """SAM2's two-layer GELU ``MLP`` whose first layer and GELU are one cuBLAS call (see the module's text)."""
 
-    kernel_everywhere = False
+    what = "Hiera MLP"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not autocast_inference(x, self.kernel_everywhere):
-            return super().forward(x)
+    def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MLP.forward(self, x)
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.layers
         return second(linear_gelu(first, x))
 
 
 def linear_gelu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``gelu(linear(x), approximate="tanh")`` in the autocast dtype, as one cuBLAS call with a GELU epilogue
-    (see the module's text); ``x`` is (..., in_features), ``linear`` has a bias."""
+    """``gelu(linear(x))`` in the autocast dtype as one call: on CUDA one cuBLAS call whose epilogue computes
+    GELU's tanh form (see the module's text; past ~2 M rows PyTorch splits it into a matmul and a GELU), on
+    the CPU (tests) the exact GELU. ``x`` is (..., in_features), ``linear`` has a bias."""
     dtype = torch.get_autocast_dtype(x.device.type)
     rows = x.reshape(-1, x.shape[-1]).to(dtype)
     hidden = torch._addmm_activation(linear.bias.to(dtype), rows, linear.weight.to(dtype).t(), use_gelu=True)

@@ -18,8 +18,6 @@ has failed to run (logged once per module), SAM2's arithmetic.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 import triton
@@ -27,9 +25,8 @@ import triton.language as tl
 from sam2.modeling.memory_encoder import CXBlock
 from sam2.modeling.sam2_utils import LayerNorm2d
 
-from napari_sbl.segment.sam2_hiera_layers import autocast_inference, linear_gelu
-
-logger = logging.getLogger(__name__)
+from napari_sbl.segment.sam2_hiera_layers import linear_gelu
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
 
 ELEMENTS_PER_PROGRAM = 8192
 
@@ -80,27 +77,10 @@ def channel_norm(x: torch.Tensor, norm: LayerNorm2d, out_dtype: torch.dtype, gel
     return out
 
 
-class _KernelOrSam2:
-    """Runs ``_kernel_forward`` where our kernels may (see :func:`autocast_inference`), else ``_sam2_forward``;
-    a kernel that fails is logged once and not tried again by this module."""
-
-    kernel_everywhere = False
-    kernel_failed = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_failed or not autocast_inference(x, self.kernel_everywhere):
-            return self._sam2_forward(x)
-        try:
-            return self._kernel_forward(x)
-        except Exception as err:  # Triton's compile errors have no common base class; nothing changed yet
-            self.kernel_failed = True
-            logger.warning("SAM2's memory encoder arithmetic is used: our kernel does not run here (%s: %s)",
-                           type(err).__name__, str(err)[:200])
-            return self._sam2_forward(x)
-
-
-class NormGelu2d(_KernelOrSam2, LayerNorm2d):
+class NormGelu2d(KernelOrSam2, LayerNorm2d):
     """A mask downsampler's ``LayerNorm2d`` and the GELU after it (whose module becomes an identity)."""
+
+    what = "mask downsampler norm"
 
     def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(LayerNorm2d.forward(self, x))
@@ -109,8 +89,10 @@ class NormGelu2d(_KernelOrSam2, LayerNorm2d):
         return channel_norm(x, self, torch.get_autocast_dtype(x.device.type), gelu=True)
 
 
-class FusedCXBlock(_KernelOrSam2, CXBlock):
+class FusedCXBlock(KernelOrSam2, CXBlock):
     """SAM2's ConvNeXt block with a channels-last norm kernel and its first linear layer + GELU fused."""
+
+    what = "memory encoder ConvNeXt block"
 
     def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
         return CXBlock.forward(self, x)
