@@ -36,7 +36,8 @@ def merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def overlap(start: int, end: int, gaps: list[tuple[int, int]], first: int) -> int:
     """ns of [start, end) inside the sorted ``gaps``, scanning from index ``first``."""
     total = 0
-    for gap_start, gap_end in gaps[first:]:
+    for index in range(first, len(gaps)):  # no slicing: a copy of the rest per event would be quadratic
+        gap_start, gap_end = gaps[index]
         if gap_start >= end:
             break
         total += max(0, min(end, gap_end) - max(start, gap_start))
