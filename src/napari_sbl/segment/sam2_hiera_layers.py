@@ -3,8 +3,8 @@ that are not powers of two, and the MLP's first layer with its GELU in cuBLAS's 
 
 Hiera's heads are 96 (tiny, small), 56 (base+) or 72 (large) channels wide, and most of its windows are
 short: 4 to 64 keys. PyTorch's flash attention pads a head to the next width it was built for (72 → 96) and
-spends a 128-query block on each window and head, so on an H100 its calls over short windows take 1.3-7
-times as long as :func:`heads_attention` (large, 8 frames: 6.4 → 1.7 ms over the 13 such calls); over 196
+spends a 128-query block on each window and head, so on an H100 its calls over short windows take 1.4-7
+times as long as :func:`heads_attention` (large, 8 frames: 6.5 → 1.7 ms over the 12 such calls); over 196
 to 4,096 keys flash is as fast or faster, so those calls stay with PyTorch. :func:`heads_attention` splits
 each head into a power-of-two part and a remainder padded to at least 16 channels (72 = 64 + 8 in 16,
 96 = 64 + 32, 56 = 32 + 24 in 32), so both dot products run on the tensor cores with little padding; it
