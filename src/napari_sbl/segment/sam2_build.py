@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from napari_sbl.errors import SblError
@@ -91,27 +92,30 @@ def store_autocast_weights(model: torch.nn.Module, dtype: torch.dtype) -> int:
     return len(layers)
 
 
-def _before_ampere(device: torch.device, what: str) -> bool:
-    """Whether ``device`` is a GPU older than compute capability 8.0, whose bf16 our Triton kernels cannot use
-    (logged as why ``what`` is not fused)."""
+def _kernel_modules(device: torch.device, what: str, *names: str) -> list[ModuleType] | None:
+    """Our kernel modules ``napari_sbl.segment.<name>`` for fusing ``what`` on ``device``, or None (logged
+    why) on a GPU older than compute capability 8.0, whose bf16 our Triton kernels cannot use, or where
+    Triton is missing: SAM2's own layers then."""
+    import importlib
+
     import torch
 
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 0):
-        return False
-    logger.info("%s not fused: %s is older than compute capability 8.0", what, torch.cuda.get_device_name(device))
-    return True
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+        logger.info("%s not fused: %s is older than compute capability 8.0", what, torch.cuda.get_device_name(device))
+        return None
+    try:
+        return [importlib.import_module(f"napari_sbl.segment.{name}") for name in names]
+    except ImportError as err:  # no Triton on this platform
+        logger.info("%s not fused: %s", what, err)
+        return None
 
 
 def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, self_tiling: str) -> None:
-    if _before_ampere(device, "memory attention"):
+    modules = _kernel_modules(device, "memory attention", "sam2_attention_kernels", "sam2_fused_attention")
+    if modules is None:
         return
-    try:
-        from napari_sbl.segment import sam2_attention_kernels as kernels
-        from napari_sbl.segment.sam2_fused_attention import fuse_memory_attention
-    except ImportError as err:  # no Triton on this platform: SAM2's own attention
-        logger.info("memory attention not fused: %s", err)
-        return
-    fuse_memory_attention(
+    kernels, fused = modules
+    fused.fuse_memory_attention(
         predictor.memory_attention,
         kernels.AttentionTiling.parse(cross_tiling) if cross_tiling else kernels.CROSS_TILING,
         kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
@@ -122,47 +126,33 @@ def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows
     """Hiera's layer norms and windowed blocks (``trunk``; not when the encoder is compiled, which fuses them
     itself) and the memory attention's norms through :mod:`.sam2_layer_norm` and :mod:`.sam2_hiera_blocks`;
     returns how many norms were replaced."""
-    if _before_ampere(device, "layer norms"):
+    modules = _kernel_modules(device, "layer norms", "sam2_hiera_blocks", "sam2_layer_norm")
+    if modules is None:
         return 0
-    try:
-        from napari_sbl.segment.sam2_hiera_blocks import use_windowed_blocks
-        from napari_sbl.segment.sam2_layer_norm import use_autocast_layer_norms, use_memory_attention_layer_norms
-    except ImportError as err:  # no Triton on this platform: PyTorch's layer norms
-        logger.info("layer norms not fused: %s", err)
-        return 0
+    blocks, norms = modules
     replaced = 0
     if trunk and windows:
-        use_windowed_blocks(predictor.image_encoder.trunk)
+        blocks.use_windowed_blocks(predictor.image_encoder.trunk)
     if trunk:
-        replaced = use_autocast_layer_norms(predictor.image_encoder.trunk)
-    return replaced + use_memory_attention_layer_norms(predictor.memory_attention)
+        replaced = norms.use_autocast_layer_norms(predictor.image_encoder.trunk)
+    return replaced + norms.use_memory_attention_layer_norms(predictor.memory_attention)
 
 
 def _fuse_hiera_layers(predictor: Any, device: torch.device, attention: bool, mlp: bool) -> tuple[int, int]:
     """Hiera's attention through our kernel and its MLPs' first layer + GELU through one cuBLAS call
     (:mod:`.sam2_hiera_layers`), as asked; returns how many of each were changed."""
-    if not (attention or mlp) or _before_ampere(device, "Hiera attention"):
+    modules = _kernel_modules(device, "Hiera attention and MLPs", "sam2_hiera_layers") if attention or mlp else None
+    if modules is None:
         return 0, 0
-    try:
-        from napari_sbl.segment.sam2_hiera_layers import use_gelu_mlps, use_hiera_attention
-    except ImportError as err:  # no Triton on this platform: SAM2's layers
-        logger.info("Hiera layers not fused: %s", err)
-        return 0, 0
-    trunk = predictor.image_encoder.trunk
-    return use_hiera_attention(trunk) if attention else 0, use_gelu_mlps(trunk) if mlp else 0
+    layers, trunk = modules[0], predictor.image_encoder.trunk
+    return layers.use_hiera_attention(trunk) if attention else 0, layers.use_gelu_mlps(trunk) if mlp else 0
 
 
 def _fuse_memory_encoder(predictor: Any, device: torch.device) -> int:
     """The memory encoder's channel norms (and the GELUs after them) through :mod:`.sam2_memory_encoder`;
     returns how many modules changed."""
-    if _before_ampere(device, "memory encoder"):
-        return 0
-    try:
-        from napari_sbl.segment.sam2_memory_encoder import use_fused_memory_encoder
-    except ImportError as err:  # no Triton on this platform: SAM2's memory encoder
-        logger.info("memory encoder not fused: %s", err)
-        return 0
-    return use_fused_memory_encoder(predictor.memory_encoder)
+    modules = _kernel_modules(device, "memory encoder", "sam2_memory_encoder")
+    return 0 if modules is None else modules[0].use_fused_memory_encoder(predictor.memory_encoder)
 
 
 def _compiled_target(params: Sam2Params) -> list[str]:

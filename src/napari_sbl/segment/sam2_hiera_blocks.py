@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleBlock
 
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt
 from napari_sbl.segment.sam2_layer_norm import normalise_rows, row_block
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ def use_windowed_blocks(trunk: torch.nn.Module, kernel_everywhere: bool = False)
     changed = 0
     for block in getattr(trunk, "blocks", []):
         if type(block) is MultiScaleBlock and _foldable(block):
-            block.__class__ = WindowedBlock
-            block.kernel_everywhere = kernel_everywhere
+            adopt(block, WindowedBlock, kernel_everywhere)
             changed += 1
     logger.debug("Hiera: %d windowed blocks folded", changed)
     return changed

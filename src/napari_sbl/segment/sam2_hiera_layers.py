@@ -31,7 +31,7 @@ import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from sam2.modeling.sam2_utils import MLP
 
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu
 
 LOG2_E = tl.constexpr(1.4426950408889634)
 
@@ -187,8 +187,7 @@ def use_hiera_attention(trunk: torch.nn.Module, kernel_everywhere: bool = False)
     changed = 0
     for module in trunk.modules():
         if type(module) is MultiScaleAttention:
-            module.__class__ = HieraAttention
-            module.kernel_everywhere = kernel_everywhere
+            adopt(module, HieraAttention, kernel_everywhere)
             changed += 1
     return changed
 
@@ -198,13 +197,11 @@ def use_gelu_mlps(trunk: torch.nn.Module, kernel_everywhere: bool = False) -> in
     changed = 0
     for module in trunk.modules():
         if type(module) is MLP and _fusable_mlp(module):
-            module.__class__ = GeluMlp
-            module.kernel_everywhere = kernel_everywhere
+            adopt(module, GeluMlp, kernel_everywhere)
             changed += 1
     return changed
 
 
 def _fusable_mlp(mlp: MLP) -> bool:
-    act = getattr(mlp, "act", None)
-    return (mlp.num_layers == 2 and not mlp.sigmoid_output and type(act) is torch.nn.GELU
-            and act.approximate == "none" and all(layer.bias is not None for layer in mlp.layers))
+    return (mlp.num_layers == 2 and not mlp.sigmoid_output and is_exact_gelu(getattr(mlp, "act", None))
+            and all(layer.bias is not None for layer in mlp.layers))

@@ -25,9 +25,22 @@ def autocast_inference(x: torch.Tensor, everywhere: bool) -> bool:
             and torch.is_autocast_enabled(device))
 
 
+def is_exact_gelu(module: object) -> bool:
+    """Whether ``module`` is PyTorch's GELU in its exact (erf) form, the one our fused paths stand in for."""
+    return type(module) is torch.nn.GELU and module.approximate == "none"
+
+
+def adopt(module: torch.nn.Module, kind: type, kernel_everywhere: bool) -> None:
+    """Make SAM2's ``module`` an instance of ``kind``, our :class:`KernelOrSam2` subclass of its class (same
+    parameters and state-dict keys); ``kernel_everywhere`` lets the kernels run off CUDA (tests)."""
+    module.__class__ = kind
+    module.kernel_everywhere = kernel_everywhere
+
+
 class KernelOrSam2:
-    """Mixed into a SAM2 module subclass: runs ``_kernel_forward`` where :meth:`_kernel_applies`, else
-    ``_sam2_forward``; ``what`` names the module in the one warning logged when the kernels fail."""
+    """Mixed into a SAM2 module subclass, which defines ``_kernel_forward`` and ``_sam2_forward``: runs the
+    first where :meth:`_kernel_applies`, else the second; ``what`` names the module in the one warning
+    logged when the kernels fail."""
 
     what = "SAM2 module"
     kernel_everywhere = False
@@ -48,9 +61,3 @@ class KernelOrSam2:
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
         return autocast_inference(x, self.kernel_everywhere)
-
-    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError

@@ -26,7 +26,7 @@ from sam2.modeling.memory_encoder import CXBlock
 from sam2.modeling.sam2_utils import LayerNorm2d
 
 from napari_sbl.segment.sam2_hiera_layers import linear_gelu
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu
 
 ELEMENTS_PER_PROGRAM = 8192
 
@@ -112,20 +112,16 @@ def use_fused_memory_encoder(memory_encoder: torch.nn.Module, kernel_everywhere:
     layers = getattr(getattr(memory_encoder, "mask_downsampler", None), "encoder", [])
     for index in range(len(layers) - 1):
         norm, act = layers[index], layers[index + 1]
-        if type(norm) is LayerNorm2d and type(act) is torch.nn.GELU and act.approximate == "none":
-            norm.__class__ = NormGelu2d
-            norm.kernel_everywhere = kernel_everywhere
+        if type(norm) is LayerNorm2d and is_exact_gelu(act):
+            adopt(norm, NormGelu2d, kernel_everywhere)
             layers[index + 1] = torch.nn.Identity()
             changed += 1
     for block in getattr(getattr(memory_encoder, "fuser", None), "layers", []):
         if type(block) is CXBlock and _fusable_block(block):
-            block.__class__ = FusedCXBlock
-            block.kernel_everywhere = kernel_everywhere
+            adopt(block, FusedCXBlock, kernel_everywhere)
             changed += 1
     return changed
 
 
 def _fusable_block(block: CXBlock) -> bool:
-    act = block.act
-    return (type(block.norm) is LayerNorm2d and type(act) is torch.nn.GELU and act.approximate == "none"
-            and block.pwconv1.bias is not None)
+    return type(block.norm) is LayerNorm2d and is_exact_gelu(block.act) and block.pwconv1.bias is not None
