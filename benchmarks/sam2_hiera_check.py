@@ -19,32 +19,15 @@ Three parts, per model:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
+from sam2_layer_norm_check import difference, timed_ms  # this folder is on the path when run as a script
+
 TILINGS = ((128, 64, 4, 2), (128, 64, 8, 2), (128, 64, 4, 3), (64, 64, 4, 2), (128, 32, 4, 3), (64, 32, 4, 3),
            (128, 128, 8, 2))
-
-
-def timed_ms(fn, iters: int = 10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    runs = []
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
-        runs.append((time.perf_counter() - started) / iters * 1e3)
-    return statistics.median(runs)
-
-
-def difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float((ours.float() - theirs.float()).norm() / theirs.float().norm())
 
 
 def build(model: str, bf16_weights: bool):
