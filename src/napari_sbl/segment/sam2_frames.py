@@ -183,8 +183,12 @@ class LazySam2Images:
 
     def batch(self, frame_indices: Sequence[int]) -> torch.Tensor:
         """(K, 3, S, S) float32 for ``frame_indices``, normalised in one go; not added to the LRU."""
-        rgb = np.stack([self._decode(self._check_index(i)) for i in frame_indices])
-        return normalise_frames(torch.from_numpy(rgb).to(self.device, non_blocking=True), self.image_size)
+        frames = [self._decode(self._check_index(i)) for i in frame_indices]
+        # page-locked on a GPU: a pageable upload stalls this thread until the stream drains, while the
+        # tracker's queue may run dry; PyTorch keeps the block until the copy is done before reusing it
+        rgb = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, pin_memory=self.device.type == "cuda")
+        np.stack(frames, out=rgb.numpy())
+        return normalise_frames(rgb.to(self.device, non_blocking=True), self.image_size)
 
     def plan(self, frame_indices: Sequence[int]) -> None:
         """Tell the read-ahead thread which frames come next, in order."""
