@@ -3,7 +3,8 @@
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
 compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the per-frame modules
-replayed from CUDA graphs, hole filling switched off where SAM2's extension is missing.
+replayed from CUDA graphs, the image encoder cut into steps, hole filling switched off where SAM2's extension
+is missing.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
         graph_per_frame_modules(predictor)
+    if params.encoder_steps and device.type == "cuda" and not (params.compile or params.compile_image_encoder):
+        from napari_sbl.segment import sam2_encoder_steps
+
+        if sam2_encoder_steps.EncoderSteps.applies(predictor):
+            batch = params.encoder_batch_frames  # a step per frame of a batch; graphs for full batches
+            steps = sam2_encoder_steps.EncoderSteps(predictor, batch, params.cuda_graphs, graph_batch=batch)
+            setattr(predictor, sam2_encoder_steps.ATTRIBUTE, steps)
     if predictor.fill_hole_area > 0 and not _hole_filling_available(device):
         # Without sam2's CUDA extension SAM2 skips hole filling anyway, after a failed import and a
         # warning on every frame; switching it off gives the same masks without that cost.
@@ -120,6 +128,7 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
         kernels.AttentionTiling.parse(cross_tiling) if cross_tiling else kernels.CROSS_TILING,
         kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
     )
+    fused.use_relu_epilogues(predictor.memory_attention)
 
 
 def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows: bool = True) -> int:

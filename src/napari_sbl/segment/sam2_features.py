@@ -8,11 +8,24 @@ batch (and, on a GPU, on a second stream beside the tracking work) and leaves th
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
+from napari_sbl.segment.sam2_encoder_steps import EncoderJob, EncoderSteps
 from napari_sbl.segment.sam2_frames import LazySam2Images
+
+
+@dataclass(eq=False)
+class _PendingBatch:
+    """A batch whose encoder steps are still being launched."""
+
+    frame_indices: list[int]
+    images: torch.Tensor
+    job: EncoderJob
 
 
 class BackboneFeatureCache:
@@ -29,16 +42,26 @@ class BackboneFeatureCache:
     stream waits on an event per batch, never on the host. On an H100 this measured within noise of
     the serial order (large +3.5 %, tiny -3 %; benchmarks/results/track.md): once tracking replays
     from CUDA graphs, its kernels leave little of the GPU idle.
+
+    With ``steps`` (:class:`~.sam2_encoder_steps.EncoderSteps`), a batch ahead is launched a few steps per
+    tracked frame (all of it within the first half of the current batch's frames) instead of at once,
+    so the tracking thread keeps the tracking stream fed; a frame needed before its batch is fully
+    launched has the rest launched on the spot.
     """
 
     def __init__(self, predictor: torch.nn.Module, images: LazySam2Images, state: dict, batch_frames: int,
-                 fixed_batch: bool = False, stream: torch.cuda.Stream | None = None) -> None:
+                 fixed_batch: bool = False, stream: torch.cuda.Stream | None = None,
+                 steps: EncoderSteps | None = None) -> None:
         self.predictor = predictor
         self.fixed_batch = fixed_batch
         self.images = images
         self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
         self.batch_frames = max(int(batch_frames), 1)
         self.stream = stream
+        self.steps = steps
+        # the batch ahead fully launched within half a batch of tracked frames
+        self.steps_per_frame = math.ceil(steps.steps / max(self.batch_frames // 2, 1)) if steps else 0
+        self._pending: list[_PendingBatch] = []
         self._order: list[int] = []
         self._position: dict[int, int] = {}
         self._ready: dict[int, torch.cuda.Event] = {}  # frame → its batch's event, until first used
@@ -56,14 +79,20 @@ class BackboneFeatureCache:
         """Make sure ``frame_index`` is cached, encoding it with the frames that follow it."""
         pos = self._position.get(frame_index)
         if frame_index not in self.state["cached_features"]:
-            self._encode([frame_index] if pos is None else self._order[pos : pos + self.batch_frames])
-        if self.stream is None:
+            pending = next((p for p in self._pending if frame_index in p.frame_indices), None)
+            if pending is not None:
+                self._complete(pending)
+            else:
+                self._encode([frame_index] if pos is None else self._order[pos : pos + self.batch_frames])
+        if self.stream is None and self.steps is None:
             return
         event = self._ready.pop(frame_index, None)
         if event is not None:
             torch.cuda.current_stream().wait_event(event)
         if pos is not None:
             self._encode_next_batch(pos)
+        if self._pending:
+            self._launch_steps(self._pending[0], self.steps_per_frame)
 
     def release(self, frame_index: int) -> None:
         self.state["cached_features"].pop(frame_index, None)
@@ -72,30 +101,72 @@ class BackboneFeatureCache:
     def clear(self) -> None:
         self.state["cached_features"] = {}
         self._ready.clear()
+        self._pending.clear()
 
     def _encode_next_batch(self, pos: int) -> None:
-        """Start the batch after ``pos`` unless the next ``batch_frames`` frames are cached already."""
+        """Start the batch after ``pos`` unless the next ``batch_frames`` frames are cached or on their way."""
         cached = self.state["cached_features"]
+        coming = {index for p in self._pending for index in p.frame_indices}
         following = self._order[pos + 1 : pos + 1 + self.batch_frames]
-        first_missing = next((k for k, index in enumerate(following) if index not in cached), None)
+        first_missing = next((k for k, index in enumerate(following) if index not in cached and index not in coming),
+                             None)
         if first_missing is None:
             return
         start = pos + 1 + first_missing
-        self._encode([index for index in self._order[start : start + self.batch_frames] if index not in cached])
+        frames = [index for index in self._order[start : start + self.batch_frames]
+                  if index not in cached and index not in coming]
+        if self.steps is not None and len(frames) == self.batch_frames:
+            for pending in list(self._pending):  # one batch at a time through the recorded steps' buffers
+                self._complete(pending)
+            with self._on_encoder_stream():
+                images = self.images.batch(frames)
+            self._pending.append(_PendingBatch(frames, images, self.steps.start(images)))
+        else:
+            self._encode(frames)
 
     def _encode(self, frame_indices: list[int]) -> None:
+        if self.steps is not None and not self.fixed_batch:
+            with self._on_encoder_stream():
+                images = self.images.batch(frame_indices)
+            self._complete(_PendingBatch(frame_indices, images, self.steps.start(images)))
+            return
         if self.stream is None:
             self._store(frame_indices, *self._run_encoder(frame_indices))
             return
-        consumer = torch.cuda.current_stream()
         with torch.cuda.stream(self.stream):
             batch, levels = self._run_encoder(frame_indices)
-            event = torch.cuda.Event()
-            event.record(self.stream)
+        self._finish(frame_indices, batch, levels)
+
+    def _launch_steps(self, pending: _PendingBatch, steps: int) -> None:
+        with self._on_encoder_stream():
+            done = pending.job.advance(steps)
+        if not done:
+            return
+        if pending in self._pending:
+            self._pending.remove(pending)
+        levels, positions = pending.job.result
+        if self._shared_pos_enc is None:
+            self._shared_pos_enc = [pos[0:1].clone() for pos in positions]
+        self._finish(pending.frame_indices, pending.images, levels)
+
+    def _complete(self, pending: _PendingBatch) -> None:
+        self._launch_steps(pending, self.steps.steps)
+
+    def _finish(self, frame_indices: list[int], batch: torch.Tensor, levels: list[torch.Tensor]) -> None:
+        """Cache a batch's features; on a stream, the tracker waits for them by an event."""
+        if self.stream is None:
+            self._store(frame_indices, batch, levels)
+            return
+        event = torch.cuda.Event()
+        event.record(self.stream)
+        consumer = torch.cuda.current_stream()
         for tensor in (batch, *levels, *self._shared_pos_enc):
             tensor.record_stream(consumer)  # freed by the tracker: not reused before its work is done
         self._store(frame_indices, batch, levels)
         self._ready.update(dict.fromkeys(frame_indices, event))
+
+    def _on_encoder_stream(self) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _run_encoder(self, frame_indices: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         batch = self.images.batch(frame_indices)

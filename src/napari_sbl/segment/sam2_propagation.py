@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from napari_sbl.progress import Reporter
 from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observations_from
 from napari_sbl.segment.prompts import FramePrompts, animal_ids
+from napari_sbl.segment.sam2_encoder_steps import ATTRIBUTE as ENCODER_STEPS
 from napari_sbl.segment.sam2_features import BackboneFeatureCache
 from napari_sbl.segment.sam2_frames import LabelDownload, LazySam2Images
 from napari_sbl.segment.sam2_memory import (
@@ -85,7 +86,8 @@ class TrackRun:
         self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
                                              fixed_batch=params.compile or params.compile_image_encoder,
-                                             stream=torch.cuda.Stream(self.device) if overlap else None)
+                                             stream=torch.cuda.Stream(self.device) if overlap else None,
+                                             steps=getattr(predictor, ENCODER_STEPS, None))
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
         self.groups: list[Any] = []

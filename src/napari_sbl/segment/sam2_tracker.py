@@ -87,6 +87,9 @@ class Sam2Params:
     Triton kernel for its head widths and ``fused_hiera_mlp`` its MLPs' first layer and GELU (tanh form) as
     one cuBLAS call (:mod:`.sam2_hiera_layers`; CUDA, encoder not compiled). ``fused_memory_encoder``
     normalises the memory encoder's channels in one Triton kernel per norm (:mod:`.sam2_memory_encoder`).
+    ``encoder_steps`` (CUDA, with ``encoder_overlap``, encoder not compiled) launches a batch's image
+    encoder a few Hiera blocks per tracked frame, each step replayed from a CUDA graph with ``cuda_graphs``
+    (:mod:`.sam2_encoder_steps`), instead of all at once from the tracking thread.
     """
 
     model: str = "tiny"
@@ -115,6 +118,7 @@ class Sam2Params:
     fused_hiera_attention: bool = True
     fused_hiera_mlp: bool = True
     fused_memory_encoder: bool = True
+    encoder_steps: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:

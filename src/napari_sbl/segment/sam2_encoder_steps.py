@@ -1,0 +1,190 @@
+"""SAM2's image encoder in steps: a batch launched a few Hiera blocks at a time, each step a CUDA graph.
+
+Launching the encoder on a batch of 8 frames kept the tracking thread busy for ~18 ms (tiny) to
+~27 ms (large) of Python and kernel launches, during which it issued no tracking work and the
+tracking stream ran dry (benchmarks/results/track.md, session 9). :class:`EncoderSteps` cuts
+``predictor.forward_image`` into steps (patch embedding with the first blocks, further blocks, the
+last blocks with the FPN neck), so :class:`~.sam2_features.BackboneFeatureCache` can launch a batch
+one or two steps per tracked frame. On CUDA each step is replayed from a graph once a batch shape has
+run eagerly: a step costs the host one launch. A whole-encoder graph, tried before, was slower: its
+kernels, all queued at once, crowded out the tracking stream's (session 8); a step at a time they do not.
+
+The steps call SAM2's own modules in the order ``Hiera.forward``, ``ImageEncoder.forward`` and
+``SAM2Base.forward_image`` do (the tests compare the features with ``forward_image``'s).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ATTRIBUTE = "sbl_encoder_steps"
+"""Where :func:`~.sam2_build.build_predictor` leaves a predictor's :class:`EncoderSteps`."""
+
+Tensors = tuple[torch.Tensor, ...]
+
+
+def split_evenly(count: int, parts: int) -> list[range]:
+    """``range(count)`` cut into ``parts`` consecutive ranges (fewer if ``count`` is smaller), sizes within one."""
+    parts = max(1, min(parts, count))
+    bounds = [round(i * count / parts) for i in range(parts + 1)]
+    return [range(low, high) for low, high in itertools.pairwise(bounds)]
+
+
+class EncoderJob:
+    """One batch on its way through the encoder: ``advance`` launches the next steps; once the last is
+    launched, ``result`` holds the features and position encodings (levels as ``forward_image`` has them)."""
+
+    def __init__(self, steps: list[Callable[[Tensors], Tensors]], first: Tensors,
+                 finish: Callable[[Tensors], Tensors]) -> None:
+        self._steps, self._tensors, self._finish = steps, first, finish
+        self._next = 0
+        self.result: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def advance(self, steps: int) -> bool:
+        """Launch up to ``steps`` more steps; True once all are launched."""
+        for _ in range(steps):
+            if self.done:
+                break
+            self._tensors = self._steps[self._next](self._tensors)
+            self._next += 1
+            if self._next == len(self._steps):
+                out = self._finish(self._tensors)
+                levels = len(out) // 2  # a position encoding per feature level
+                self.result = (list(out[:levels]), list(out[levels:]))
+                self._tensors = ()
+        return self.done
+
+
+@dataclass
+class _StepGraphs:
+    graphs: list[torch.cuda.CUDAGraph]
+    images: torch.Tensor  # the recording's input buffer
+    outputs: Tensors  # the last step's outputs, overwritten by every replay
+
+
+class EncoderSteps:
+    """``predictor.forward_image`` as ``steps`` calls, eager or (``graphs``, CUDA) replayed from CUDA graphs.
+
+    A batch shape is recorded the second time it is seen (the first run compiles the kernels), only for
+    batches of ``graph_batch`` frames if given (others, such as a pass's last frames, run eagerly). If
+    recording fails, that shape stays eager, with a warning.
+    """
+
+    def __init__(self, predictor: Any, steps: int, graphs: bool = True, graph_batch: int | None = None) -> None:
+        self.predictor = predictor
+        self.trunk = predictor.image_encoder.trunk
+        self.block_ranges = split_evenly(len(self.trunk.blocks), steps)
+        self.graphs = graphs
+        self.graph_batch = graph_batch
+        self._runs: dict[tuple, int] = {}
+        self._recordings: dict[tuple, _StepGraphs | None] = {}
+
+    @staticmethod
+    def applies(predictor: Any) -> bool:
+        """Whether the predictor's encoder is SAM2's Hiera trunk + neck, which the steps mirror."""
+        encoder = getattr(predictor, "image_encoder", None)
+        trunk = getattr(encoder, "trunk", None)
+        names = ("patch_embed", "blocks", "stage_ends", "return_interm_layers", "_get_pos_embed")
+        return trunk is not None and all(hasattr(trunk, n) for n in names) and hasattr(encoder, "neck")
+
+    @property
+    def steps(self) -> int:
+        return len(self.block_ranges)
+
+    def start(self, images: torch.Tensor) -> EncoderJob:
+        """A job for the normalised ``images`` (B, 3, S, S); nothing launched yet."""
+        recording = self._recording_for(images)
+        if recording is None:
+            steps = [lambda tensors, k=k: self._step(k, tensors) for k in range(self.steps)]
+            return EncoderJob(steps, (images,), lambda out: out)
+        return EncoderJob([lambda _, k=k: self._replay(recording, k, images) for k in range(self.steps)], (),
+                          lambda out: tuple(t.clone() for t in out))  # the next replay overwrites them
+
+    def _step(self, k: int, tensors: Tensors) -> Tensors:
+        """Step ``k``: (images,) or (x, *stage outputs so far) → the same after its blocks; the last
+        step returns (*features, *position encodings)."""
+        trunk = self.trunk
+        if k == 0:
+            x = trunk.patch_embed(tensors[0])
+            x = x + trunk._get_pos_embed(x.shape[1:3])
+            outputs: list[torch.Tensor] = []
+        else:
+            x, *outputs = tensors
+        for i in self.block_ranges[k]:
+            x = trunk.blocks[i](x)
+            if i == trunk.stage_ends[-1] or (i in trunk.stage_ends and trunk.return_interm_layers):
+                outputs.append(x.permute(0, 3, 1, 2))
+        if k < self.steps - 1:
+            return (x, *outputs)
+        features, positions = self._neck(outputs)
+        return (*features, *positions)
+
+    def _neck(self, outputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        encoder, predictor = self.predictor.image_encoder, self.predictor
+        features, positions = encoder.neck(outputs)
+        scalp = int(getattr(encoder, "scalp", 0))
+        if scalp > 0:
+            features, positions = features[:-scalp], positions[:-scalp]
+        features = list(features)
+        if predictor.use_high_res_features_in_sam:  # projected once per frame, as forward_image does
+            features[0] = predictor.sam_mask_decoder.conv_s0(features[0])
+            features[1] = predictor.sam_mask_decoder.conv_s1(features[1])
+        return features, list(positions)
+
+    def _replay(self, recording: _StepGraphs, k: int, images: torch.Tensor) -> Tensors:
+        if k == 0:
+            recording.images.copy_(images)
+        recording.graphs[k].replay()
+        return recording.outputs if k == self.steps - 1 else ()
+
+    def _recording_for(self, images: torch.Tensor) -> _StepGraphs | None:
+        if not (self.graphs and images.is_cuda) or torch.is_grad_enabled():
+            return None
+        if self.graph_batch is not None and images.shape[0] != self.graph_batch:
+            return None
+        key = (tuple(images.shape), images.dtype, images.device, torch.is_autocast_enabled("cuda"),
+               torch.get_autocast_dtype("cuda"))
+        if key not in self._recordings:
+            self._runs[key] = self._runs.get(key, 0) + 1
+            if self._runs[key] < 2:  # the first run compiles and warms up what the recording captures
+                return None
+            self._recordings[key] = self._record(images)
+        return self._recordings[key]
+
+    def _record(self, images: torch.Tensor) -> _StepGraphs | None:
+        static_images = images.clone()
+        tensors: Tensors = (static_images,)
+        graphs = []
+        pool = torch.cuda.graph_pool_handle()
+        # Captured on a stream of their own: cuBLAS keeps a workspace per stream, and a graph replays the one
+        # of the stream it was captured on. On PyTorch's shared capture stream these graphs would share it
+        # with the per-frame modules' graphs (sam2_graphs), which replay at the same time on the tracking
+        # stream: the two then overwrite each other's workspace (measured: masks that change run to run).
+        capture = torch.cuda.Stream(images.device)
+        dtype, enabled = torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda")
+        try:
+            # autocast's weight-cast cache must not hand tensors across the capture boundary
+            with torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False):
+                for k in range(self.steps):
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool, stream=capture):
+                        tensors = self._step(k, tensors)
+                    graphs.append(graph)
+        except Exception as error:  # an operation that cannot be captured: this shape stays eager
+            logger.warning("CUDA graph recording of SAM2's image encoder steps failed, running them eagerly: %s",
+                           error)
+            torch.cuda.synchronize()
+            return None
+        return _StepGraphs(graphs, static_images, tensors)
