@@ -219,3 +219,26 @@ def test_a_tiling_the_gpu_cannot_compile_falls_back(kernels, memory_attention, m
         assert refused.kernels == "unavailable" and "SAM2's own memory attention" in caplog.text
         assert torch.equal(out, sam2_half)
         assert torch.equal(refused(*args, num_k_exclude_rope=POINTER_TOKENS), sam2_half)
+
+
+def test_relu_epilogue_memory_attention_gives_sam2s_output(kernels, memory_attention, caplog):
+    """The MLP's ReLU moved into its first layer's matmul: same output, with the kernel path taken (no fallback);
+    outside autocast the module applies the ReLU itself."""
+    _, cross_module = kernels
+    fused = copy.deepcopy(memory_attention)
+    assert cross_module.use_relu_epilogues(fused, kernel_everywhere=True) == len(fused.layers)
+    assert cross_module.use_relu_epilogues(fused, kernel_everywhere=True) == 0  # already moved
+    curr, memory, curr_pos, memory_pos = memory_inputs()
+    with torch.inference_mode():
+        for autocast in (True, False):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                expected = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+                got = fused(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+            assert got.dtype == expected.dtype
+            assert relative_error(got, expected) < (1e-2 if autocast else 1e-6), autocast
+    assert not any(layer.linear1.kernel_failed for layer in fused.layers)
+    assert "SAM2's own" not in caplog.text
+    hidden = torch.randn(5, 256)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        direct = torch.relu(memory_attention.layers[0].linear1(hidden))
+        assert torch.equal(fused.layers[0].linear1(hidden), direct)

@@ -35,6 +35,8 @@ from napari_sbl.segment.sam2_attention_kernels import (
     attention,
     rotate_pairs,
 )
+from napari_sbl.segment.sam2_hiera_layers import linear_relu
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt
 
 logger = logging.getLogger(__name__)
 
@@ -163,3 +165,34 @@ def fuse_memory_attention(
             swapped += 1
     logger.debug("memory attention: %d attention modules fused", swapped)
     return swapped
+
+
+class ReluLinear(KernelOrSam2, torch.nn.Linear):
+    """A memory attention layer's ``linear1`` with the ReLU after it as the matmul's epilogue: one cuBLAS call
+    instead of a matmul and a pass over its 2,048-wide output (four layers, every frame). The layer's own
+    activation becomes the identity, so this module's SAM2 path applies the ReLU itself."""
+
+    what = "memory attention MLP"
+
+    def _sam2_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.nn.Linear.forward(self, x))
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_relu(self, x)
+
+
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def use_relu_epilogues(memory_attention: Any, kernel_everywhere: bool = False) -> int:
+    """Move each memory attention layer's ReLU into its ``linear1`` (:class:`ReluLinear`); returns how many."""
+    changed = 0
+    for layer in memory_attention.layers:
+        first = getattr(layer, "linear1", None)
+        if getattr(layer, "activation_str", None) != "relu" or type(first) is not torch.nn.Linear or first.bias is None:
+            continue
+        adopt(first, ReluLinear, kernel_everywhere)
+        layer.activation = _unchanged
+        changed += 1
+    return changed
