@@ -44,6 +44,20 @@
 #   timeline        track_timeline.py, tiny and large: GPU busy and idle time of a graphed tracking pass, and the
 #                   host events open while the GPU waits
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
+#   waits           track_profile.py --waits, tiny and large: where the tracking thread blocks, and the CUDA
+#                   synchronisations PyTorch reports
+#   steps           masks of `ours` against `ours-unstepped` (tiny, 150 frames), then track_sam2.py tiny and large:
+#                   ours, ours-unstepped (alternating, twice), upstream-lazy; then the waits of both
+#   steps-numbers   sam2_encoder_steps_check.py (the stepped encoder's features against forward_image's, eager
+#                   and graphed, and its GPU time), then masks of `ours` against `ours` (is tracking deterministic?)
+#   determinism     masks of two runs of the same implementation: `ours` on the baseline in .carry/base, then
+#                   `ours-unstepped`, `ours-serial` (one stream) and `ours-eager` (no graphs) on this tree (the
+#                   baseline's benchmarks too: `git archive REV benchmarks | tar -x -C .carry/base`)
+#   steps-recover   track_sam2.py, tiny and large, the product's default (drift recovery, tracking ahead) with
+#                   the encoder in graphed steps and launched at once, alternating, twice
+#   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
+#                   `rm -rf .carry/base && mkdir -p .carry/base && git archive REV src benchmarks | tar -x -C .carry/base`),
+#                   alternating new, base, new, base, then upstream-lazy once
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs" /tmp/site
@@ -143,6 +157,46 @@ for name in "$@"; do
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;
+    waits)
+        for model in tiny large; do
+            step "waits-$model" 200 python3 benchmarks/track_profile.py --model "$model" --frames 300 --waits --out "$OUT"
+        done ;;
+    steps)
+        step steps-check 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours ours-unstepped
+        for model in tiny large; do
+            step "track-steps-$model" 300 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours ours-unstepped ours ours-unstepped upstream-lazy --timeout 100 \
+                --out "$OUT/track_steps_$model.md"
+            step "waits-$model" 150 python3 benchmarks/track_profile.py --model "$model" --frames 300 --waits \
+                --out "$OUT"
+        done ;;
+    steps-numbers)
+        step steps-numbers 200 python3 benchmarks/sam2_encoder_steps_check.py --models tiny large
+        step steps-control 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours ;;
+    determinism)
+        [ -d .carry/base/benchmarks ] && step same-base 120 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
+            .carry/base/benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours
+        for impl in ${DETERMINISM_IMPLS:-ours ours-unstepped ours-serial ours-eager}; do
+            step "same-$impl" 120 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls $impl $impl
+        done ;;
+    steps-recover)
+        for model in tiny large; do
+            step "steps-recover-$model" 300 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours-recover-ahead ours-recover-ahead-unstepped ours-recover-ahead \
+                ours-recover-ahead-unstepped --timeout 100 --out "$OUT/steps_recover_$model.md"
+        done ;;
+    ab-tiny|ab-large)
+        model=${name#ab-}
+        for round in 1 2; do
+            step "ab-$model-new-$round" 120 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours --timeout 100 --out "$OUT/ab_${model}_new_$round.md"
+            step "ab-$model-base-$round" 120 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
+                .carry/base/benchmarks/track_sam2.py --models "$model" --frames 300 --impls ours --timeout 100 \
+                --out "$OUT/ab_${model}_base_$round.md"
+        done
+        step "ab-$model-upstream" 150 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+            --impls upstream-lazy --timeout 130 --out "$OUT/ab_${model}_upstream.md" ;;
     mlp-fused)  # the backbone with XLA's MLP against the fused first layer + GELU (with the accuracy check)
         step mlp-xla 150 python3 benchmarks/embed_backbone.py --modes bf16 --attention fused --batch-sizes 32 \
             --no-check --mlp xla --out "$OUT/embed_backbone_mlp_xla.md"

@@ -5,10 +5,13 @@ them up). This profiles a short forward pass after a warm-up, twice per implemen
 functions (cProfile, by own time) and torch operators with CUDA synchronisations (torch.profiler,
 by self CPU time). Each report goes to ``--out`` as text. ``--gpu`` instead profiles where the GPU
 time goes: ours without CUDA graphs (so every kernel is seen and attributed), GPU time per frame of
-each SAM2 component and of the 25 costliest kernels.
+each SAM2 component and of the 25 costliest kernels. ``--waits`` times, on a graphed run as it ships,
+where the tracking thread blocks (the label downloads it waits for, the frame batches it uploads, the
+encoder batches it launches) and lists every CUDA synchronisation PyTorch reports, by call site.
 
     python benchmarks/track_profile.py --model tiny --frames 120 --out $OUT      # on a GPU
     python benchmarks/track_profile.py --model tiny --gpu --out $OUT             # GPU time by component
+    python benchmarks/track_profile.py --model tiny --waits --out $OUT           # where the host blocks
     python benchmarks/track_profile.py --quick                                   # CPU smoke test
 """
 
@@ -157,6 +160,101 @@ def gpu_profile(args: argparse.Namespace, video) -> str:
     return "\n".join(lines) + "\n"
 
 
+WATCHED = (  # (module, class, method): host calls that may block the tracking thread
+    ("napari_sbl.segment.sam2_frames", "LabelDownload", "result"),
+    ("napari_sbl.segment.sam2_frames", "LazySam2Images", "batch"),
+    ("napari_sbl.segment.sam2_features", "BackboneFeatureCache", "_encode"),
+    ("napari_sbl.segment.sam2_propagation", "TrackRun", "_track_animals"),
+    ("napari_sbl.segment.sam2_propagation", "TrackRun", "_download"),
+    ("napari_sbl.segment.sam2_propagation", "TrackRun", "_deliver"),
+    ("napari_sbl.segment.sam2_propagation", "TrackRun", "prune"),
+)
+
+
+def timed_methods(spent: dict[str, list[float]]) -> list:
+    """Wrap each :data:`WATCHED` method to add its wall time to ``spent``; returns what to restore."""
+    import functools
+    import importlib
+    import time
+
+    restore = []
+    for module_name, class_name, method in WATCHED:
+        owner = getattr(importlib.import_module(module_name), class_name)
+        original = getattr(owner, method)
+        key = f"{class_name}.{method}"
+        spent[key] = [0.0, 0]
+
+        def wrapper(*args, _original=original, _key=key, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_key][0] += time.perf_counter() - started
+                spent[_key][1] += 1
+
+        if method == "_deliver":  # a generator: time the work up to the yield
+            def wrapper(*args, _original=original, _key=key, **kwargs):
+                started = time.perf_counter()
+                for item in _original(*args, **kwargs):
+                    spent[_key][0] += time.perf_counter() - started
+                    spent[_key][1] += 1
+                    yield item
+                    started = time.perf_counter()
+
+        setattr(owner, method, functools.wraps(original)(wrapper))
+        restore.append((owner, method, original))
+    return restore
+
+
+def sync_site(stack: list) -> str:
+    """The innermost frames of ours or SAM2's code that led to a synchronisation."""
+    ours = [f for f in stack if "napari_sbl" in f.filename or "/sam2/" in f.filename]
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(ours[-3:])) or "elsewhere"
+
+
+def wait_profile(args: argparse.Namespace, video) -> str:
+    import time
+    import traceback
+    import warnings
+    from collections import Counter
+
+    import torch
+
+    tracker = tracker_for(args)
+    run_once("ours", tracker, SyntheticVideo(24, 480, 640))
+    spent: dict[str, list[float]] = {}
+    restore = timed_methods(spent)
+    started = time.perf_counter()
+    run_once("ours", tracker, video)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    for owner, method, original in restore:
+        setattr(owner, method, original)
+    frames = video.n_frames
+    lines = [f"{args.model}: {frames} frames, ours as it ships; {wall / frames * 1e3:.3f} ms a frame "
+             f"({frames / wall:.1f} fps)", "", "host time in (ms a frame, calls):"]
+    for key, (seconds, calls) in sorted(spent.items(), key=lambda item: -item[1][0]):
+        lines.append(f"  {seconds / frames * 1e3:8.3f}  {calls:6d}  {key}")
+    sites: Counter[str] = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        sites[sync_site(traceback.extract_stack()[:-1])] += 1
+
+    if torch.cuda.is_available():
+        torch.cuda.set_sync_debug_mode("warn")
+        shown = warnings.showwarning
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = record
+            run_once("ours", tracker, video)
+            warnings.showwarning = shown
+        torch.cuda.set_sync_debug_mode("default")
+    lines += ["", "CUDA synchronisations PyTorch reports (count, call site):"]
+    lines += [f"  {count:6d}  {site}" for site, count in sites.most_common(20)] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
@@ -166,11 +264,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: shrunken model, 16 frames")
     parser.add_argument("--gpu", action="store_true", help="GPU time by component and kernel (needs CUDA)")
+    parser.add_argument("--waits", action="store_true", help="where the tracking thread blocks (needs CUDA)")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.device = 16, "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
     video = SyntheticVideo(args.frames, 480, 640)
+    if args.waits:
+        path = args.out / f"track_waits_{args.model}.txt"
+        path.write_text(wait_profile(args, video))
+        print(path.read_text())
+        return
     if args.gpu:
         path = args.out / f"track_gpu_profile_{args.model}.txt"
         path.write_text(gpu_profile(args, video))

@@ -22,6 +22,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-sdpa``: ``ours`` with Hiera's attention through PyTorch's (flash), not our kernel;
 - ``ours-exact-gelu``: ``ours`` with Hiera's MLPs as SAM2 runs them (exact GELU, its own kernel);
 - ``ours-sam2-memory-encoder``: ``ours`` with SAM2's memory encoder (its norms as nine tensor operations);
+- ``ours-unstepped``: ``ours`` with each batch's image encoder launched at once, eagerly (not in graphed steps);
+- ``ours-recover-ahead-unstepped``: the product's default with the encoder launched as ``ours-unstepped`` does;
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
 - ``upstream-jpeg``: SAM2's ``init_state`` on a JPEG folder (loads every frame), then propagation;
 - ``upstream-compiled``: ``upstream-lazy`` on the same compiled predictor.
@@ -61,7 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = (
     "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
-    "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu", "ours-sam2-memory-encoder",
+    "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu", "ours-sam2-memory-encoder", "ours-unstepped",
+    "ours-recover-ahead-unstepped",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
@@ -180,8 +183,8 @@ def make_tracker(config: dict) -> object:
         compile=config["impl"] in COMPILED,
         compile_image_encoder=config["impl"] == "ours-compiled-encoder",
         bf16_weights=config["impl"].startswith("ours"),  # SAM2's predictor as its users run it: float32 weights
-        drift=DriftParams(recover=config["impl"] in ("ours-recover", "ours-recover-ahead")),
-        track_ahead=config["impl"] == "ours-recover-ahead",
+        drift=DriftParams(recover=config["impl"].startswith("ours-recover")),
+        track_ahead=config["impl"].startswith("ours-recover-ahead"),
         attention_backends={"ours-cudnn": (), "ours-graphs-cudnn": ("cudnn", "math")}.get(
             config["impl"], ("flash", "efficient", "math")),
         cuda_graphs=config["impl"] not in ("ours-eager", "ours-cudnn", "ours-plain"),
@@ -192,6 +195,7 @@ def make_tracker(config: dict) -> object:
         fused_hiera_attention=config["impl"] != "ours-sdpa",
         fused_hiera_mlp=config["impl"] != "ours-exact-gelu",
         fused_memory_encoder=config["impl"] != "ours-sam2-memory-encoder",
+        encoder_steps=not config["impl"].endswith("-unstepped"),
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

@@ -2,7 +2,8 @@
 
 Tracks the benchmark's synthetic video with our tracker as it ships (CUDA graphs, encoder on its own
 stream) under torch.profiler, then reads the raw timeline: how long the GPU had any kernel running
-(intervals merged over all streams) against the wall time of the pass, each stream's busy time, and,
+(intervals merged over all streams) against the wall time of the pass, each stream's busy time, the
+costliest kernels as replayed (graphs included), and,
 for the time no kernel ran, which host events were open (CUDA runtime calls such as synchronisations,
 PyTorch operators), so a GPU-side speed-up that does not show in frames/s can be placed.
 
@@ -72,6 +73,13 @@ def timeline_report(prof, frames: int) -> str:
     for low, high in ((0, 10_000), (10_000, 50_000), (50_000, 200_000), (200_000, 1_000_000), (1_000_000, 10**12)):
         chosen = [b - a for a, b in gaps if low <= b - a < high]
         lines.append(f"  {low / 1e3:7.0f}-{high / 1e3:7.0f} us: {len(chosen):5d}, {sum(chosen) / 1e6:8.2f}")
+    by_kernel: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for start, end, stream, name in gpu:
+        by_kernel[(stream, name)][0] += end - start
+        by_kernel[(stream, name)][1] += 1
+    lines += ["", "costliest kernels of the pass (ms a frame, launches a frame, stream, kernel):"]
+    for (stream, name), (ns, count) in sorted(by_kernel.items(), key=lambda item: -item[1][0])[:25]:
+        lines.append(f"  {ns / 1e6 / frames:7.3f}  {count / frames:6.1f}  {stream:3d}  {name[:100]}")
     gap_starts = [a for a, _ in gaps]
     host: dict[str, int] = defaultdict(int)
     for event in events:
