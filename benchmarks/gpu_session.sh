@@ -44,6 +44,7 @@
 #   timeline        track_timeline.py, tiny and large: GPU busy and idle time of a graphed tracking pass, and the
 #                   host events open while the GPU waits
 #   track-batch16   track_sam2.py, large, image encoder batched 16 frames: ours, ours-compiled-encoder
+#   batch-sizes     track_sam2.py `ours`, tiny and large, the image encoder batched 8, 16, 8, 16 frames
 #   waits           track_profile.py --waits, tiny and large: where the tracking thread blocks, and the CUDA
 #                   synchronisations PyTorch reports
 #   steps           masks of `ours` against `ours-unstepped` (tiny, 150 frames), then track_sam2.py tiny and large:
@@ -157,6 +158,19 @@ for name in "$@"; do
     track-batch16)  # large with the image encoder batched 16 frames at a time instead of 8
         step track-batch16 240 python3 benchmarks/track_sam2.py --models large --frames 300 --encoder-batch 16 \
             --impls ours ours-compiled-encoder --timeout 150 --out "$OUT/track_batch16.md" ;;
+    batch-sizes)
+        for model in tiny large; do
+            for round in 1 2; do
+                for batch in 8 16; do
+                    step "batch-$model-$batch-$round" 120 python3 benchmarks/track_sam2.py --models "$model" \
+                        --frames 300 --encoder-batch "$batch" --impls ours --timeout 100 \
+                        --out "$OUT/batch_${model}_${batch}_$round.md"
+                done
+            done
+        done
+        for f in "$OUT"/batch_*_*.md; do echo "$(basename "$f" .md): $(grep -h "^| [tl]" "$f")"; done \
+            > "$OUT/batch_sizes.md"
+        rm -f "$OUT"/batch_*_*.md ;;
     waits)
         for model in tiny large; do
             step "waits-$model" 200 python3 benchmarks/track_profile.py --model "$model" --frames 300 --waits --out "$OUT"
