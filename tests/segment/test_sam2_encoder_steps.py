@@ -47,36 +47,91 @@ def test_stepped_encoder_gives_forward_images_features(predictor, steps):
         assert torch.equal(ours, theirs)
 
 
-def test_a_batch_ahead_is_launched_a_few_steps_per_frame(predictor):
-    """Each frame launches at most ``steps_per_frame`` steps of the next batch; every frame's features are
-    forward_image's and every frame is encoded once."""
-    video = BlobVideo(20)
+def features_cache(predictor, video, batch_frames: int = 4):
+    """A feature cache over ``video`` with the encoder in four eager steps, and the list of steps launched."""
     images = LazySam2Images(video, predictor.image_size)
     state = new_inference_state(images, video.height, video.width, torch.device("cpu"))
     encoder = EncoderSteps(predictor, 4)
     assert encoder.steps == 4  # the shrunken trunk has at least four blocks
-    cache = BackboneFeatureCache(predictor, images, state, 4, steps=encoder)
-    assert cache.steps_per_frame == 2  # four steps within half a batch of four frames
     launches = []
     original = encoder._step
     encoder._step = lambda k, tensors: (launches.append(k), original(k, tensors))[1]
-    cache.plan(list(range(20)))
+    return BackboneFeatureCache(predictor, images, state, batch_frames, steps=encoder), state, launches
+
+
+def batch_features(predictor, images, frames: list[int]) -> list:
+    return predictor.forward_image(images.batch(frames))["backbone_fpn"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_batch_ahead_is_launched_a_few_steps_per_frame(predictor, reverse):
+    """Each frame launches at most ``steps_per_frame`` steps of the next batch; every frame's features are
+    forward_image's on its batch, every frame is encoded once, the short last batch included."""
+    video = BlobVideo(18)
+    cache, state, launches = features_cache(predictor, video)
+    assert cache.steps_per_frame == 2  # four steps within half a batch of four frames
+    order = list(range(17, -1, -1)) if reverse else list(range(18))
+    cache.plan(order)
+    batches = [order[i : i + 4] for i in range(0, 18, 4)]
     per_frame = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for frame_index in range(20):
+        for frame_index in order:
             before = len(launches)
             cache.ensure(frame_index)
             per_frame.append(len(launches) - before)
-            features = state["cached_features"][frame_index][1]["backbone_fpn"]
-            first = frame_index // 4 * 4  # batches of four from the first frame on
-            expected = predictor.forward_image(images.batch(range(first, first + 4)))["backbone_fpn"]
-            for ours, theirs in zip(features, expected, strict=True):
-                assert torch.equal(ours, theirs[frame_index - first : frame_index - first + 1])
+            batch = next(b for b in batches if frame_index in b)
+            expected = batch_features(predictor, cache.images, batch)
+            row = batch.index(frame_index)
+            for ours, theirs in zip(state["cached_features"][frame_index][1]["backbone_fpn"], expected, strict=True):
+                assert torch.equal(ours, theirs[row : row + 1])
             cache.release(frame_index)
-    assert len(launches) == 4 * 5  # five batches of four, each through its four steps once
+    assert len(launches) == 4 * 5  # five batches (the last of two frames), each through its four steps once
     assert per_frame[0] == 4 + 2  # the first batch on demand, then half of the next
-    assert max(per_frame[1:]) <= 2
+    assert max(per_frame[1:]) <= 4  # at most two steps, or a short batch launched at once
     assert cache.encoder_batches == 5
+
+
+def test_a_frame_missed_while_a_batch_is_on_its_way_is_encoded_once(predictor):
+    """A frame asked for out of turn while the batch ahead is half launched: that batch is launched in full
+    first (the recorded steps hold one batch at a time) and no frame is encoded twice."""
+    video = BlobVideo(20)
+    cache, state, launches = features_cache(predictor, video)
+    cache.plan(list(range(20)))
+    started = []
+    original_start = cache.steps.start
+
+    def start(images):
+        assert all(p.job.done for p in cache._pending), "a batch started while another is half launched"
+        started.append(images.shape[0])
+        return original_start(images)
+
+    cache.steps.start = start
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache.ensure(0)  # frames 0-3 now, 4-7 two steps in
+        cache.release(1)
+        cache.ensure(1)  # missed: 4-7 are launched in full, then frame 1 alone
+        assert set(state["cached_features"]) >= {0, 1, 4, 5, 6, 7}
+        expected = batch_features(predictor, cache.images, [4, 5, 6, 7])
+        for ours, theirs in zip(state["cached_features"][5][1]["backbone_fpn"], expected, strict=True):
+            assert torch.equal(ours, theirs[1:2])
+        cache.ensure(2)
+    assert started == [4, 4, 1]  # frames 0-3, 4-7, then 1 again: nothing else, nothing twice
+    assert len(launches) == 4 * len(started)
+
+
+def test_a_new_plan_or_clear_drops_batches_on_their_way(predictor):
+    video = BlobVideo(20)
+    cache, state, launches = features_cache(predictor, video)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache.plan(list(range(20)))
+        cache.ensure(0)
+        assert len(cache._pending) == 1
+        cache.plan(list(range(19, 9, -1)))  # another pass
+        assert cache._pending == []
+        cache.ensure(19)
+        assert 4 not in state["cached_features"]  # the dropped batch never lands
+        cache.clear()
+        assert cache._pending == [] and state["cached_features"] == {}
 
 
 def test_tracking_with_the_stepped_encoder_gives_the_same_masks():

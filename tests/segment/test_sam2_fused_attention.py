@@ -221,13 +221,18 @@ def test_a_tiling_the_gpu_cannot_compile_falls_back(kernels, memory_attention, m
         assert torch.equal(refused(*args, num_k_exclude_rope=POINTER_TOKENS), sam2_half)
 
 
-def test_relu_epilogue_memory_attention_gives_sam2s_output(kernels, memory_attention, caplog):
-    """The MLP's ReLU moved into its first layer's matmul: same output, with the kernel path taken (no fallback);
-    outside autocast the module applies the ReLU itself."""
+def test_relu_epilogue_memory_attention_gives_sam2s_output(kernels, memory_attention, monkeypatch, caplog):
+    """The MLP's ReLU moved into its first layer's matmul: same output, through the epilogue (one call per layer,
+    the layer's own ReLU gone); outside autocast the module applies the ReLU itself."""
     _, cross_module = kernels
     fused = copy.deepcopy(memory_attention)
     assert cross_module.use_relu_epilogues(fused, kernel_everywhere=True) == len(fused.layers)
     assert cross_module.use_relu_epilogues(fused, kernel_everywhere=True) == 0  # already moved
+    assert all(layer.activation is not torch.nn.functional.relu for layer in fused.layers)
+    epilogues = []
+    original = torch._addmm_activation
+    monkeypatch.setattr(torch, "_addmm_activation",
+                        lambda *args, **kwargs: (epilogues.append(kwargs["use_gelu"]), original(*args, **kwargs))[1])
     curr, memory, curr_pos, memory_pos = memory_inputs()
     with torch.inference_mode():
         for autocast in (True, False):
@@ -236,6 +241,8 @@ def test_relu_epilogue_memory_attention_gives_sam2s_output(kernels, memory_atten
                 got = fused(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
             assert got.dtype == expected.dtype
             assert relative_error(got, expected) < (1e-2 if autocast else 1e-6), autocast
+            assert epilogues == ([False] * len(fused.layers) if autocast else []), autocast
+            epilogues.clear()
     assert not any(layer.linear1.kernel_failed for layer in fused.layers)
     assert "SAM2's own" not in caplog.text
     hidden = torch.randn(5, 256)

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from napari_sbl.segment.sam2_graphs import capture_stream, uncached_autocast
+
 logger = logging.getLogger(__name__)
 
 ATTRIBUTE = "sbl_encoder_steps"
@@ -75,7 +77,8 @@ class _StepGraphs:
 
 
 class EncoderSteps:
-    """``predictor.forward_image`` as ``steps`` calls, eager or (``graphs``, CUDA) replayed from CUDA graphs.
+    """``predictor.forward_image`` as ``steps`` calls, eager or (``graphs``, CUDA) replayed from CUDA graphs
+    captured on the stream current at :meth:`start` (the encoder's: see :func:`~.sam2_graphs.capture_stream`).
 
     A batch shape is recorded the second time it is seen (the first run compiles the kernels), only for
     batches of ``graph_batch`` frames if given (others, such as a pass's last frames, run eagerly). If
@@ -155,7 +158,7 @@ class EncoderSteps:
         if self.graph_batch is not None and images.shape[0] != self.graph_batch:
             return None
         key = (tuple(images.shape), images.dtype, images.device, torch.is_autocast_enabled("cuda"),
-               torch.get_autocast_dtype("cuda"))
+               torch.get_autocast_dtype("cuda"), torch.is_inference_mode_enabled())
         if key not in self._recordings:
             self._runs[key] = self._runs.get(key, 0) + 1
             if self._runs[key] < 2:  # the first run compiles and warms up what the recording captures
@@ -164,22 +167,17 @@ class EncoderSteps:
         return self._recordings[key]
 
     def _record(self, images: torch.Tensor) -> _StepGraphs | None:
-        static_images = images.clone()
+        """Capture every step, in order, into one memory pool (each step reads the one before's outputs)."""
+        static_images = torch.empty_like(images)  # filled by every replay of the first step
         tensors: Tensors = (static_images,)
         graphs = []
         pool = torch.cuda.graph_pool_handle()
-        # Captured on a stream of their own: cuBLAS keeps a workspace per stream, and a graph replays the one
-        # of the stream it was captured on. On PyTorch's shared capture stream these graphs would share it
-        # with the per-frame modules' graphs (sam2_graphs), which replay at the same time on the tracking
-        # stream: the two then overwrite each other's workspace (measured: masks that change run to run).
-        capture = torch.cuda.Stream(images.device)
-        dtype, enabled = torch.get_autocast_dtype("cuda"), torch.is_autocast_enabled("cuda")
         try:
-            # autocast's weight-cast cache must not hand tensors across the capture boundary
-            with torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False):
+            stream = capture_stream()
+            with uncached_autocast():
                 for k in range(self.steps):
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=capture):
+                    with torch.cuda.graph(graph, pool=pool, stream=stream):
                         tensors = self._step(k, tensors)
                     graphs.append(graph)
         except Exception as error:  # an operation that cannot be captured: this shape stays eager

@@ -58,6 +58,8 @@ class BackboneFeatureCache:
         self.state = state  # never keep state["cached_features"] itself: SAM2 replaces it on a miss
         self.batch_frames = max(int(batch_frames), 1)
         self.stream = stream
+        if steps is not None and fixed_batch:
+            raise ValueError("the encoder steps record the batch shapes they see; a fixed batch is for compiling")
         self.steps = steps
         # the batch ahead fully launched within half a batch of tracked frames
         self.steps_per_frame = math.ceil(steps.steps / max(self.batch_frames // 2, 1)) if steps else 0
@@ -73,6 +75,7 @@ class BackboneFeatureCache:
         """The frames of the coming pass that need features, in processing order."""
         self._order = list(frame_indices)
         self._position = {index: pos for pos, index in enumerate(self._order)}
+        self._pending.clear()  # a batch of another pass, whose frames may not come: its launched steps do no harm
         self.images.plan(self._order)
 
     def ensure(self, frame_index: int) -> None:
@@ -83,7 +86,8 @@ class BackboneFeatureCache:
             if pending is not None:
                 self._complete(pending)
             else:
-                self._encode([frame_index] if pos is None else self._order[pos : pos + self.batch_frames])
+                batch = [frame_index] if pos is None else self._order[pos : pos + self.batch_frames]
+                self._encode(self._missing(batch))
         if self.stream is None and self.steps is None:
             return
         event = self._ready.pop(frame_index, None)
@@ -103,54 +107,59 @@ class BackboneFeatureCache:
         self._ready.clear()
         self._pending.clear()
 
+    def _missing(self, frame_indices: Sequence[int]) -> list[int]:
+        """Those of ``frame_indices`` neither cached nor in a batch on its way."""
+        skip = self.state["cached_features"].keys() | {index for p in self._pending for index in p.frame_indices}
+        return [index for index in frame_indices if index not in skip]
+
     def _encode_next_batch(self, pos: int) -> None:
         """Start the batch after ``pos`` unless the next ``batch_frames`` frames are cached or on their way."""
-        cached = self.state["cached_features"]
-        coming = {index for p in self._pending for index in p.frame_indices}
-        following = self._order[pos + 1 : pos + 1 + self.batch_frames]
-        first_missing = next((k for k, index in enumerate(following) if index not in cached and index not in coming),
-                             None)
-        if first_missing is None:
+        missing = self._missing(self._order[pos + 1 : pos + 1 + self.batch_frames])
+        if not missing:
             return
-        start = pos + 1 + first_missing
-        frames = [index for index in self._order[start : start + self.batch_frames]
-                  if index not in cached and index not in coming]
+        start = self._position[missing[0]]
+        frames = self._missing(self._order[start : start + self.batch_frames])
         if self.steps is not None and len(frames) == self.batch_frames:
-            for pending in list(self._pending):  # one batch at a time through the recorded steps' buffers
-                self._complete(pending)
-            with self._on_encoder_stream():
-                images = self.images.batch(frames)
-            self._pending.append(_PendingBatch(frames, images, self.steps.start(images)))
+            self._start(frames)  # launched a few steps per frame from now on
         else:
             self._encode(frames)
 
     def _encode(self, frame_indices: list[int]) -> None:
-        if self.steps is not None and not self.fixed_batch:
-            with self._on_encoder_stream():
-                images = self.images.batch(frame_indices)
-            self._complete(_PendingBatch(frame_indices, images, self.steps.start(images)))
+        """Encode ``frame_indices`` now, in one go."""
+        if self.steps is not None:
+            self._complete(self._start(frame_indices))
             return
-        if self.stream is None:
-            self._store(frame_indices, *self._run_encoder(frame_indices))
-            return
-        with torch.cuda.stream(self.stream):
+        with self._on_encoder_stream():
             batch, levels = self._run_encoder(frame_indices)
         self._finish(frame_indices, batch, levels)
+
+    def _start(self, frame_indices: list[int]) -> _PendingBatch:
+        """A batch for the encoder steps, none launched yet. Batches before it are launched in full first: the
+        steps' recorded graphs hold one batch at a time."""
+        for pending in list(self._pending):
+            self._complete(pending)
+        with self._on_encoder_stream():  # the steps record their graphs on the stream that replays them
+            images = self.images.batch(frame_indices)
+            pending = _PendingBatch(frame_indices, images, self.steps.start(images))
+        self._pending.append(pending)
+        return pending
 
     def _launch_steps(self, pending: _PendingBatch, steps: int) -> None:
         with self._on_encoder_stream():
             done = pending.job.advance(steps)
-        if not done:
-            return
-        if pending in self._pending:
+            if done:
+                self._share_positions(pending.job.result[1])
+        if done:
             self._pending.remove(pending)
-        levels, positions = pending.job.result
-        if self._shared_pos_enc is None:
-            self._shared_pos_enc = [pos[0:1].clone() for pos in positions]
-        self._finish(pending.frame_indices, pending.images, levels)
+            self._finish(pending.frame_indices, pending.images, pending.job.result[0])
 
     def _complete(self, pending: _PendingBatch) -> None:
         self._launch_steps(pending, self.steps.steps)
+
+    def _share_positions(self, positions: list[torch.Tensor]) -> None:
+        """Keep one frame's position encodings for every frame (copied on the stream that made them)."""
+        if self._shared_pos_enc is None:
+            self._shared_pos_enc = [pos[0:1].clone() for pos in positions]
 
     def _finish(self, frame_indices: list[int], batch: torch.Tensor, levels: list[torch.Tensor]) -> None:
         """Cache a batch's features; on a stream, the tracker waits for them by an event."""
@@ -174,8 +183,7 @@ class BackboneFeatureCache:
             padding = batch[-1:].expand(self.batch_frames - len(frame_indices), *batch.shape[1:])
             batch = torch.cat([batch, padding])
         backbone_out = self.predictor.forward_image(batch)
-        if self._shared_pos_enc is None:
-            self._shared_pos_enc = [pos[0:1].clone() for pos in backbone_out["vision_pos_enc"]]
+        self._share_positions(backbone_out["vision_pos_enc"])
         return batch, list(backbone_out["backbone_fpn"])
 
     def _store(self, frame_indices: list[int], batch: torch.Tensor, levels: list[torch.Tensor]) -> None:

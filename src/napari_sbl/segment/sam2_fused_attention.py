@@ -35,8 +35,7 @@ from napari_sbl.segment.sam2_attention_kernels import (
     attention,
     rotate_pairs,
 )
-from napari_sbl.segment.sam2_hiera_layers import linear_relu
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, linear_relu
 
 logger = logging.getLogger(__name__)
 

@@ -104,20 +104,16 @@ class GraphedModule(torch.nn.Module):
         args, kwargs = pytree.tree_unflatten(
             [next(buffers) if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves], spec
         )
-        autocast = torch.is_autocast_enabled("cuda")
-        dtype = torch.get_autocast_dtype("cuda")
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up off the main stream, as capture wants
+            stream = capture_stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm-up: lazy initialisation done before the capture
                 self.inner(*args, **kwargs)
-            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.current_stream().wait_stream(stream)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
-            # autocast's weight-cast cache must not hand tensors across the capture boundary
-            with (torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False),
-                  torch.cuda.graph(graph, pool=self._pool)):
+            with uncached_autocast(), torch.cuda.graph(graph, pool=self._pool, stream=stream):
                 outputs = self.inner(*args, **kwargs)
         except Exception as error:  # an op that cannot be captured: this signature stays eager
             logger.warning("CUDA graph recording of %s failed, running it eagerly: %s",
@@ -127,6 +123,28 @@ class GraphedModule(torch.nn.Module):
             return None
         self.stats.recorded += 1
         return _Recording(graph, inputs, outputs)
+
+
+def capture_stream() -> torch.cuda.Stream:
+    """Where to warm up and capture a graph: the stream that will replay it.
+
+    cuBLAS keeps a workspace per stream, and a graph replays the workspace of the stream it was captured on.
+    Captured on the stream that replays it, a graph shares that workspace only with work queued on the same
+    stream. Captured elsewhere (PyTorch's shared capture stream, or any stream from PyTorch's pool, which may
+    be the very stream another of our threads of work runs on) its matmuls can share a workspace with matmuls
+    running at the same time on another stream and overwrite each other's (seen as masks that changed from
+    run to run; benchmarks/results/track.md, session 9). The legacy default stream cannot capture; work there
+    runs alone, so a side stream is safe then.
+    """
+    current = torch.cuda.current_stream()
+    return torch.cuda.Stream() if current == torch.cuda.default_stream() else current
+
+
+def uncached_autocast() -> torch.autocast:
+    """The current CUDA autocast state without its weight-cast cache, which must not hand tensors across a
+    capture boundary."""
+    return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=torch.is_autocast_enabled("cuda"),
+                          cache_enabled=False)
 
 
 def _signature(leaves: list[Any], spec: Any, module_device: torch.device | None) -> tuple | None:

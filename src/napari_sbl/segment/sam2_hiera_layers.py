@@ -31,7 +31,7 @@ import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from sam2.modeling.sam2_utils import MLP
 
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu, linear_gelu
 
 LOG2_E = tl.constexpr(1.4426950408889634)
 
@@ -170,26 +170,6 @@ class GeluMlp(KernelOrSam2, MLP):
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.layers
         return second(linear_gelu(first, x))
-
-
-def linear_gelu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``gelu(linear(x))`` in the autocast dtype as one call: on CUDA one cuBLAS call whose epilogue computes
-    GELU's tanh form (see the module's text; past ~2 M rows PyTorch splits it into a matmul and a GELU), on
-    the CPU (tests) the exact GELU. ``x`` is (..., in_features), ``linear`` has a bias."""
-    return _linear_epilogue(linear, x, use_gelu=True)
-
-
-def linear_relu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``relu(linear(x))`` in the autocast dtype as one call (a ReLU epilogue: the same numbers, as ReLU
-    commutes with rounding). ``x`` is (..., in_features), ``linear`` has a bias."""
-    return _linear_epilogue(linear, x, use_gelu=False)
-
-
-def _linear_epilogue(linear: torch.nn.Linear, x: torch.Tensor, use_gelu: bool) -> torch.Tensor:
-    dtype = torch.get_autocast_dtype(x.device.type)
-    rows = x.reshape(-1, x.shape[-1]).to(dtype)
-    hidden = torch._addmm_activation(linear.bias.to(dtype), rows, linear.weight.to(dtype).t(), use_gelu=use_gelu)
-    return hidden.reshape(*x.shape[:-1], hidden.shape[-1])
 
 
 def use_hiera_attention(trunk: torch.nn.Module, kernel_everywhere: bool = False) -> int:

@@ -61,3 +61,23 @@ class KernelOrSam2:
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
         return autocast_inference(x, self.kernel_everywhere)
+
+
+def linear_gelu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``gelu(linear(x))`` in the autocast dtype as one call: on CUDA one cuBLAS call whose epilogue computes
+    GELU's tanh form (see the module's text; past ~2 M rows PyTorch splits it into a matmul and a GELU), on
+    the CPU (tests) the exact GELU. ``x`` is (..., in_features), ``linear`` has a bias."""
+    return _linear_epilogue(linear, x, use_gelu=True)
+
+
+def linear_relu(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``relu(linear(x))`` in the autocast dtype as one call (a ReLU epilogue: the same numbers, as ReLU
+    commutes with rounding). ``x`` is (..., in_features), ``linear`` has a bias."""
+    return _linear_epilogue(linear, x, use_gelu=False)
+
+
+def _linear_epilogue(linear: torch.nn.Linear, x: torch.Tensor, use_gelu: bool) -> torch.Tensor:
+    dtype = torch.get_autocast_dtype(x.device.type)
+    rows = x.reshape(-1, x.shape[-1]).to(dtype)
+    hidden = torch._addmm_activation(linear.bias.to(dtype), rows, linear.weight.to(dtype).t(), use_gelu=use_gelu)
+    return hidden.reshape(*x.shape[:-1], hidden.shape[-1])

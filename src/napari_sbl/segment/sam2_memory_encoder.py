@@ -8,7 +8,7 @@ pixel's channels in float32 registers in one pass, applies the GELU where one fo
 autocast dtype that the next convolution or linear layer would cast to anyway: closer to float32 than
 SAM2's bf16 steps. A ConvNeXt block's norm writes channels-last, the layout its pointwise linear layers
 read (SAM2 permutes a copy), and its first linear layer and GELU are one cuBLAS call
-(:func:`~.sam2_hiera_layers.linear_gelu`). On an H100 the memory encoder on two animals took 1.08 → 0.57 ms a
+(:func:`~.sam2_kernel_modules.linear_gelu`). On an H100 the memory encoder on two animals took 1.08 → 0.57 ms a
 call (graph-replayed), closer to float32; tracking did not measurably speed up (benchmarks/results/track.md).
 
 :class:`NormGelu2d` and :class:`FusedCXBlock` are SAM2's modules (same parameters, swapped in by class)
@@ -25,8 +25,7 @@ import triton.language as tl
 from sam2.modeling.memory_encoder import CXBlock
 from sam2.modeling.sam2_utils import LayerNorm2d
 
-from napari_sbl.segment.sam2_hiera_layers import linear_gelu
-from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu
+from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu, linear_gelu
 
 ELEMENTS_PER_PROGRAM = 8192
 

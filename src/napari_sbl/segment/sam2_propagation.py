@@ -84,10 +84,11 @@ class TrackRun:
         overlap = params.encoder_overlap and self.device.type == "cuda"
         # tracking before encoding: the tracker's small kernels wait on the frame; the encoder works ahead
         self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
+        fixed_batch = params.compile or params.compile_image_encoder
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
-                                             fixed_batch=params.compile or params.compile_image_encoder,
+                                             fixed_batch=fixed_batch,
                                              stream=torch.cuda.Stream(self.device) if overlap else None,
-                                             steps=getattr(predictor, ENCODER_STEPS, None))
+                                             steps=None if fixed_batch else getattr(predictor, ENCODER_STEPS, None))
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
         self.groups: list[Any] = []

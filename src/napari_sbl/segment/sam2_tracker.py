@@ -87,9 +87,9 @@ class Sam2Params:
     Triton kernel for its head widths and ``fused_hiera_mlp`` its MLPs' first layer and GELU (tanh form) as
     one cuBLAS call (:mod:`.sam2_hiera_layers`; CUDA, encoder not compiled). ``fused_memory_encoder``
     normalises the memory encoder's channels in one Triton kernel per norm (:mod:`.sam2_memory_encoder`).
-    ``encoder_steps`` (CUDA, with ``encoder_overlap``, encoder not compiled) launches a batch's image
-    encoder a few Hiera blocks per tracked frame, each step replayed from a CUDA graph with ``cuda_graphs``
-    (:mod:`.sam2_encoder_steps`), instead of all at once from the tracking thread.
+    ``encoder_steps`` (CUDA, encoder not compiled) launches the next batch's image encoder a few Hiera
+    blocks per tracked frame (on the second stream with ``encoder_overlap``), each step replayed from a CUDA
+    graph with ``cuda_graphs`` (:mod:`.sam2_encoder_steps`), instead of all at once from the tracking thread.
     """
 
     model: str = "tiny"
