@@ -129,6 +129,7 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
         kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
     )
     fused.use_relu_epilogues(predictor.memory_attention)
+    fused.use_batch_first_layout(predictor.memory_attention)
 
 
 def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows: bool = True) -> int:
