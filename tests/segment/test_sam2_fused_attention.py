@@ -250,22 +250,3 @@ def test_relu_epilogue_memory_attention_gives_sam2s_output(kernels, memory_atten
         direct = torch.relu(memory_attention.layers[0].linear1(hidden))
         assert torch.equal(fused.layers[0].linear1(hidden), direct)
 
-
-def test_batch_first_layout_gives_sam2s_numbers(kernels, memory_attention):
-    """The inputs copied batch-first before the layers: the same values (bit for bit in float32; in bf16 the
-    matmuls may round differently on differently laid-out inputs), in SAM2's output layout."""
-    _, cross_module = kernels
-    laid_out = copy.deepcopy(memory_attention)
-    assert cross_module.use_batch_first_layout(laid_out)
-    assert not cross_module.use_batch_first_layout(laid_out)  # already changed
-    curr, memory, curr_pos, memory_pos = memory_inputs(frames=3, seed=4)
-    with torch.inference_mode():
-        for autocast in (False, True):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                expected = memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
-                got = laid_out([curr], memory, [curr_pos], memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
-            assert got.shape == expected.shape and got.stride() == expected.stride()
-            if autocast:
-                assert relative_error(got, expected) < 2e-3
-            else:
-                assert torch.equal(got, expected)

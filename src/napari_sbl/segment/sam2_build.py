@@ -2,7 +2,8 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the per-frame modules
+compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the token transformers fed
+contiguous tokens, the per-frame modules
 replayed from CUDA graphs, the image encoder cut into steps, hole filling switched off where SAM2's extension
 is missing.
 """
@@ -64,6 +65,10 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         predictor.forward_image = torch.compile(predictor.forward_image, dynamic=False)
     if params.fused_memory_attention and device.type == "cuda" and not params.compile:
         _fuse_attention(predictor, device, params.cross_attention_tiling, params.self_attention_tiling)
+    if device.type == "cuda" and not params.compile:
+        from napari_sbl.segment.sam2_layouts import use_contiguous_layouts
+
+        use_contiguous_layouts(predictor)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 
@@ -129,7 +134,6 @@ def _fuse_attention(predictor: Any, device: torch.device, cross_tiling: str, sel
         kernels.AttentionTiling.parse(self_tiling) if self_tiling else kernels.SELF_TILING,
     )
     fused.use_relu_epilogues(predictor.memory_attention)
-    fused.use_batch_first_layout(predictor.memory_attention)
 
 
 def _fuse_layer_norms(predictor: Any, device: torch.device, trunk: bool, windows: bool = True) -> int:

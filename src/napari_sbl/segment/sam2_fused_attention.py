@@ -26,7 +26,6 @@ import math
 from typing import Any
 
 import torch
-from sam2.modeling.memory_attention import MemoryAttention
 from sam2.modeling.sam.transformer import RoPEAttention
 
 from napari_sbl.segment.sam2_attention_kernels import (
@@ -197,36 +196,3 @@ def use_relu_epilogues(memory_attention: Any, kernel_everywhere: bool = False) -
         changed += 1
     return changed
 
-
-class BatchFirstMemoryAttention(MemoryAttention):
-    """SAM2's ``MemoryAttention`` with its sequence-first inputs copied batch-first once, before the layers.
-
-    SAM2 hands its layers transposed views, so every layer's adds run on strided tensors (PyTorch's slow,
-    unvectorised path) and its norms and projections copy them again: ~100 extra or slower elementwise kernels
-    a frame. The same operations on the same values in another memory layout: the same numbers in float32, and
-    up to bf16 rounding under autocast (a matmul may accumulate differently); the output is the same transposed
-    view SAM2 returns.
-    """
-
-    def forward(self, curr: Any, memory: torch.Tensor, curr_pos: Any = None, memory_pos: torch.Tensor | None = None,
-                num_obj_ptr_tokens: int = 0) -> torch.Tensor:
-        if isinstance(curr, list):
-            curr, curr_pos = curr[0], curr_pos[0]
-        if not self.batch_first or curr_pos is None or memory_pos is None:
-            return super().forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
-        output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
-        output, curr_pos, memory, memory_pos = (t.transpose(0, 1).contiguous()
-                                                for t in (output, curr_pos, memory, memory_pos))
-        for layer in self.layers:
-            pointers = {"num_k_exclude_rope": num_obj_ptr_tokens} if isinstance(layer.cross_attn_image,
-                                                                               RoPEAttention) else {}
-            output = layer(tgt=output, memory=memory, pos=memory_pos, query_pos=curr_pos, **pointers)
-        return self.norm(output).transpose(0, 1)
-
-
-def use_batch_first_layout(memory_attention: Any) -> bool:
-    """Make SAM2's memory attention a :class:`BatchFirstMemoryAttention`; False where it is not SAM2's class."""
-    if type(memory_attention) is not MemoryAttention:
-        return False
-    memory_attention.__class__ = BatchFirstMemoryAttention
-    return True
