@@ -243,12 +243,10 @@ def wait_profile(args: argparse.Namespace, video) -> str:
 
     if torch.cuda.is_available():
         torch.cuda.set_sync_debug_mode("warn")
-        shown = warnings.showwarning
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # restores showwarning on the way out
             warnings.simplefilter("always")
             warnings.showwarning = record
             run_once("ours", tracker, video)
-            warnings.showwarning = shown
         torch.cuda.set_sync_debug_mode("default")
     lines += ["", "CUDA synchronisations PyTorch reports (count, call site):"]
     lines += [f"  {count:6d}  {site}" for site, count in sites.most_common(20)] or ["  none"]

@@ -2,10 +2,9 @@
 
 Hydra builds the upstream predictor (random weights or a checkpoint); then, as ``Sam2Params`` asks:
 weights stored in bf16, the whole predictor (SAM2's compiled VOS variant) or only its image encoder
-compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the token transformers fed
-contiguous tokens, the per-frame modules
-replayed from CUDA graphs, the image encoder cut into steps, hole filling switched off where SAM2's extension
-is missing.
+compiled, the layer norms, Hiera's attention and MLPs and the memory attention fused, the token transformers
+fed contiguous tokens, the per-frame modules replayed from CUDA graphs, the image encoder cut into steps,
+hole filling switched off where SAM2's extension is missing.
 """
 
 from __future__ import annotations

@@ -195,4 +195,3 @@ def use_relu_epilogues(memory_attention: Any, kernel_everywhere: bool = False) -
         layer.activation = _unchanged
         changed += 1
     return changed
-
