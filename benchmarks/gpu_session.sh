@@ -56,6 +56,8 @@
 #                   baseline's benchmarks too: `git archive REV benchmarks | tar -x -C .carry/base`)
 #   steps-recover   track_sam2.py, tiny and large, the product's default (drift recovery, tracking ahead) with
 #                   the encoder in graphed steps and launched at once, alternating, twice
+#   ops             attention_backends.py (PyTorch's attention backends and ours at SAM2's shapes), then
+#                   track_profile.py --gpu --ops, tiny and large: GPU time by operator and input shapes
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
 #                   `rm -rf .carry/base && mkdir -p .carry/base && git archive REV src benchmarks | tar -x -C .carry/base`),
 #                   alternating new, base, new, base, then upstream-lazy once
@@ -218,6 +220,12 @@ for name in "$@"; do
             --mlp fused --out "$OUT/embed_backbone_mlp_fused.md" ;;
     gelu-matmul)
         step gelu-matmul 300 python3 benchmarks/embed_gelu_matmul.py --out "$OUT/embed_gelu_matmul.md" ;;
+    ops)
+        step backends 200 python3 benchmarks/attention_backends.py --out "$OUT"
+        for model in tiny large; do
+            step "ops-$model" 150 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu --ops \
+                --out "$OUT"
+        done ;;
     profile-gpu)
         for model in tiny large; do
             step "profile-$model" 120 python3 benchmarks/track_profile.py --model "$model" --frames 120 --gpu \

@@ -11,6 +11,7 @@ encoder batches it launches) and lists every CUDA synchronisation PyTorch report
 
     python benchmarks/track_profile.py --model tiny --frames 120 --out $OUT      # on a GPU
     python benchmarks/track_profile.py --model tiny --gpu --out $OUT             # GPU time by component
+    python benchmarks/track_profile.py --model tiny --gpu --ops --out $OUT       # ... and by operator and shapes
     python benchmarks/track_profile.py --model tiny --waits --out $OUT           # where the host blocks
     python benchmarks/track_profile.py --quick                                   # CPU smoke test
 """
@@ -126,7 +127,34 @@ def kernels_by_component(prof, frames: int, top: int = 8) -> list[str]:
     return lines
 
 
-def gpu_profile(args: argparse.Namespace, video) -> str:
+def kernels_by_operator(prof, frames: int, top: int = 60) -> list[str]:
+    """GPU ms per frame of the operators that launched kernels, keyed by component, operator and input shapes
+    (needs ``record_shapes``): which add or copy, of which tensors, costs what."""
+    from collections import defaultdict
+
+    from torch.autograd import DeviceType
+
+    spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type != DeviceType.CPU or not event.kernels:
+            continue
+        component, parent = "outside", event
+        while parent is not None:
+            if parent.name.startswith("component:"):
+                component = parent.name[10:]
+            parent = parent.cpu_parent
+        shapes = ",".join("x".join(map(str, shape)) for shape in (event.input_shapes or []) if shape)
+        entry = spent[(component, event.name, shapes)]
+        entry[0] += sum(kernel.duration for kernel in event.kernels)
+        entry[1] += len(event.kernels)
+    lines = ["", "costliest operators (GPU ms a frame, kernels a frame, component, operator, input shapes):"]
+    for (component, name, shapes), (us, kernels) in sorted(spent.items(), key=lambda item: -item[1][0])[:top]:
+        lines.append(f"  {us / 1e3 / frames:8.3f}  {kernels / frames:6.1f}  {component[:20]:20s} {name[:28]:28s} "
+                     f"{shapes[:90]}")
+    return lines
+
+
+def gpu_profile(args: argparse.Namespace, video, shapes: bool = False) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -134,7 +162,8 @@ def gpu_profile(args: argparse.Namespace, video) -> str:
     run_once("ours", tracker, SyntheticVideo(24, 480, 640))
     handles = labelled_components(tracker.load())
     cuda = torch.cuda.is_available()
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=shapes) as prof:
         run_once("ours", tracker, video)
         if cuda:
             torch.cuda.synchronize()
@@ -157,6 +186,8 @@ def gpu_profile(args: argparse.Namespace, video) -> str:
     for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]:
         lines.append(f"  {event.self_device_time_total / 1e3 / frames:8.3f}  {event.count:6d}×  {event.key[:110]}")
     lines += kernels_by_component(prof, frames)
+    if shapes:
+        lines += kernels_by_operator(prof, frames)
     return "\n".join(lines) + "\n"
 
 
@@ -263,6 +294,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: shrunken model, 16 frames")
     parser.add_argument("--gpu", action="store_true", help="GPU time by component and kernel (needs CUDA)")
     parser.add_argument("--waits", action="store_true", help="where the tracking thread blocks (needs CUDA)")
+    parser.add_argument("--ops", action="store_true", help="with --gpu: also GPU time by operator and input shapes")
     args = parser.parse_args()
     if args.quick:
         args.frames, args.device = 16, "cpu"
@@ -275,7 +307,7 @@ def main() -> None:
         return
     if args.gpu:
         path = args.out / f"track_gpu_profile_{args.model}.txt"
-        path.write_text(gpu_profile(args, video))
+        path.write_text(gpu_profile(args, video, shapes=args.ops))
         print(path.read_text())
         return
     for impl in args.impls:
