@@ -56,6 +56,7 @@
 #                   baseline's benchmarks too: `git archive REV benchmarks | tar -x -C .carry/base`)
 #   steps-recover   track_sam2.py, tiny and large, the product's default (drift recovery, tracking ahead) with
 #                   the encoder in graphed steps and launched at once, alternating, twice
+#   variants        attention_variants.py: our cross-attention kernel against TMA / warp-specialised variants
 #   ops             attention_backends.py (PyTorch's attention backends and ours at SAM2's shapes), then
 #                   track_profile.py --gpu --ops, tiny and large: GPU time by operator and input shapes
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
@@ -220,6 +221,8 @@ for name in "$@"; do
             --mlp fused --out "$OUT/embed_backbone_mlp_fused.md" ;;
     gelu-matmul)
         step gelu-matmul 300 python3 benchmarks/embed_gelu_matmul.py --out "$OUT/embed_gelu_matmul.md" ;;
+    variants)
+        step variants 240 python3 benchmarks/attention_variants.py --out "$OUT" ;;
     ops)
         step backends 200 python3 benchmarks/attention_backends.py --out "$OUT"
         for model in tiny large; do

@@ -66,8 +66,10 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         _fuse_attention(predictor, device, params.cross_attention_tiling, params.self_attention_tiling)
     if device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_layouts import use_contiguous_layouts
+        from napari_sbl.segment.sam2_positions import use_expanded_positions
 
         use_contiguous_layouts(predictor)
+        use_expanded_positions(predictor)
     if params.cuda_graphs and device.type == "cuda" and not params.compile:
         from napari_sbl.segment.sam2_graphs import graph_per_frame_modules
 

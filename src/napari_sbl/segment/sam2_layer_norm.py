@@ -53,6 +53,20 @@ def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
     tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
 
 
+@triton.jit(do_not_specialize=["rows"])
+def _add_layer_norm_rows_kernel(x_ptr, update_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
+                                COLUMNS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
+    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
+    column = tl.arange(0, BLOCK_COLUMNS)[None, :]
+    inside = (row < rows) & (column < COLUMNS)
+    offsets = row.to(tl.int64) * COLUMNS + column
+    values = tl.load(x_ptr + offsets, mask=inside, other=0.0) + tl.load(update_ptr + offsets, mask=inside,
+                                                                       other=0.0).to(tl.float32)
+    tl.store(x_ptr + offsets, values, mask=inside)
+    normed = normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS)
+    tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
+
+
 def row_block(rows: int, columns: int) -> tuple[int, int]:
     """(rows, padded channels) of one program's block: whole rows, about :data:`ELEMENTS_PER_PROGRAM` values."""
     block_columns = triton.next_power_of_2(columns)
@@ -74,6 +88,26 @@ def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
                                       BLOCK_ROWS=block_rows, BLOCK_COLUMNS=block_columns,
                                       num_warps=4 if block_rows * block_columns <= 4096 else 8)
     return out.reshape(x.shape)
+
+
+def add_layer_norm_rows(x: torch.Tensor, update: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                        out_dtype: torch.dtype) -> torch.Tensor:
+    """``x += update`` (float32 ``x``, contiguous, updated in place) and the layer norm of the sum, in ``out_dtype``,
+    in one pass: a residual add and the norm after it (the same float32 sum and the same norm as
+    :func:`layer_norm_rows` of it)."""
+    columns = x.shape[-1]
+    if x.dtype != torch.float32 or not x.is_contiguous() or update.shape != x.shape:
+        raise ValueError(f"needs a contiguous float32 x and an update of its shape: {x.dtype} {tuple(x.shape)}, "
+                         f"{tuple(update.shape)}")
+    update = update.contiguous()
+    rows = x.numel() // columns
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    block_rows, block_columns = row_block(rows, columns)
+    if rows:
+        _add_layer_norm_rows_kernel[(triton.cdiv(rows, block_rows),)](
+            x, update, weight, bias, out, rows, eps, COLUMNS=columns, BLOCK_ROWS=block_rows,
+            BLOCK_COLUMNS=block_columns, num_warps=4 if block_rows * block_columns <= 4096 else 8)
+    return out
 
 
 class AutocastLayerNorm(torch.nn.LayerNorm):
@@ -99,6 +133,20 @@ class AutocastLayerNorm(torch.nn.LayerNorm):
             logger.warning("PyTorch's layer norm is used: ours does not run here (%s: %s)",
                            type(err).__name__, str(err)[:200])
             return super().forward(x)
+
+    def add_and_norm(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """``x += update`` in place (a float32 residual stream), then this norm of ``x``: one kernel where
+        :meth:`forward` would run ours, the two steps otherwise."""
+        if self._kernel_applies(x) and x.dtype == torch.float32 and x.is_contiguous():
+            try:
+                return add_layer_norm_rows(x, update, self.weight, self.bias, self.eps,
+                                           torch.get_autocast_dtype(x.device.type))
+            except Exception as err:  # as in forward; nothing was written before a compile error
+                self.kernel_failed = True
+                logger.warning("PyTorch's layer norm is used: ours does not run here (%s: %s)",
+                               type(err).__name__, str(err)[:200])
+        x += update
+        return self(x)
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
         device = x.device.type

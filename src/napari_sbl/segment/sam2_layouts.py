@@ -19,6 +19,8 @@ import torch
 from sam2.modeling.memory_attention import MemoryAttention
 from sam2.modeling.sam.transformer import RoPEAttention, TwoWayTransformer
 
+from napari_sbl.segment.sam2_memory_layers import fused_loop_applies, run_layers
+
 
 class BatchFirstMemoryAttention(MemoryAttention):
     """SAM2's ``MemoryAttention`` with its sequence-first inputs copied batch-first before the layers."""
@@ -30,8 +32,12 @@ class BatchFirstMemoryAttention(MemoryAttention):
         if not self.batch_first or curr_pos is None or memory_pos is None:
             return super().forward(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
         output = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
-        output, curr_pos, memory, memory_pos = (t.transpose(0, 1).contiguous()
-                                                for t in (output, curr_pos, memory, memory_pos))
+        output = output.transpose(0, 1).contiguous()
+        if fused_loop_applies(self, output):  # adds inside the norms, keys once (sam2_memory_layers)
+            if output.data_ptr() == curr.data_ptr():
+                output = output.clone()  # the loop adds in place: never into the caller's tokens
+            return run_layers(self, output, memory, memory_pos, num_obj_ptr_tokens).transpose(0, 1)
+        curr_pos, memory, memory_pos = (t.transpose(0, 1).contiguous() for t in (curr_pos, memory, memory_pos))
         for layer in self.layers:
             pointers = {"num_k_exclude_rope": num_obj_ptr_tokens} if isinstance(layer.cross_attn_image,
                                                                                RoPEAttention) else {}
