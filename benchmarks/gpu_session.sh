@@ -222,7 +222,9 @@ for name in "$@"; do
     gelu-matmul)
         step gelu-matmul 300 python3 benchmarks/embed_gelu_matmul.py --out "$OUT/embed_gelu_matmul.md" ;;
     variants)
-        step variants 240 python3 benchmarks/attention_variants.py --out "$OUT" ;;
+        step variants 150 python3 benchmarks/attention_variants.py --out "$OUT" ;;
+    timeline-tiny)
+        step timeline-tiny 150 python3 benchmarks/track_timeline.py --model tiny --frames 120 --out "$OUT" ;;
     ops)
         step backends 200 python3 benchmarks/attention_backends.py --out "$OUT"
         for model in tiny large; do
