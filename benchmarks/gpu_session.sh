@@ -223,6 +223,11 @@ for name in "$@"; do
         step gelu-matmul 300 python3 benchmarks/embed_gelu_matmul.py --out "$OUT/embed_gelu_matmul.md" ;;
     variants)
         step variants 150 python3 benchmarks/attention_variants.py --out "$OUT" ;;
+    waits-ab)  # where the tracking thread blocks, tiny: this tree, then the baseline in .carry/base
+        step waits-new 100 python3 benchmarks/track_profile.py --model tiny --frames 300 --waits --out "$OUT"
+        mkdir -p "$OUT/base"
+        step waits-base 100 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
+            .carry/base/benchmarks/track_profile.py --model tiny --frames 300 --waits --out "$OUT/base" ;;
     timeline-tiny)
         step timeline-tiny 150 python3 benchmarks/track_timeline.py --model tiny --frames 120 --out "$OUT" ;;
     ops)
