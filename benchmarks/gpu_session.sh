@@ -228,6 +228,11 @@ for name in "$@"; do
         mkdir -p "$OUT/base"
         step waits-base 100 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
             .carry/base/benchmarks/track_profile.py --model tiny --frames 300 --waits --out "$OUT/base" ;;
+    tiny-streams)  # tiny: the encoder overlapped (ours), on the tracking stream (serial), launched at once
+        step tiny-streams 240 python3 benchmarks/track_sam2.py --models tiny --frames 300 --timeout 60 \
+            --impls ours ours-serial ours-unstepped ours ours-serial ours-unstepped --out "$OUT/tiny_streams.md"
+        step tiny-batch4 100 python3 benchmarks/track_sam2.py --models tiny --frames 300 --timeout 60 \
+            --encoder-batch 4 --impls ours ours-serial --out "$OUT/tiny_batch4.md" ;;
     timeline-tiny)
         step timeline-tiny 150 python3 benchmarks/track_timeline.py --model tiny --frames 120 --out "$OUT" ;;
     ops)
