@@ -57,6 +57,7 @@
 #   steps-recover   track_sam2.py, tiny and large, the product's default (drift recovery, tracking ahead) with
 #                   the encoder in graphed steps and launched at once, alternating, twice
 #   variants        attention_variants.py: our cross-attention kernel against TMA / warp-specialised variants
+#   long-1000       track_sam2.py on 1,000 frames, tiny and large: ours, upstream-lazy
 #   ops             attention_backends.py (PyTorch's attention backends and ours at SAM2's shapes), then
 #                   track_profile.py --gpu --ops, tiny and large: GPU time by operator and input shapes
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
@@ -228,6 +229,11 @@ for name in "$@"; do
         mkdir -p "$OUT/base"
         step waits-base 100 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
             .carry/base/benchmarks/track_profile.py --model tiny --frames 300 --waits --out "$OUT/base" ;;
+    long-1000)  # a 1,000-frame video: ours and SAM2's predictor, tiny and large (the passes' fixed costs spread)
+        for model in tiny large; do
+            step "long-$model" 200 python3 benchmarks/track_sam2.py --models "$model" --frames 1000 --timeout 100 \
+                --impls ours upstream-lazy --out "$OUT/long_$model.md"
+        done ;;
     tiny-streams)  # tiny: the encoder overlapped (ours), on the tracking stream (serial), launched at once
         step tiny-streams 240 python3 benchmarks/track_sam2.py --models tiny --frames 300 --timeout 60 \
             --impls ours ours-serial ours-unstepped ours ours-serial ours-unstepped --out "$OUT/tiny_streams.md"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -45,6 +47,31 @@ def test_stepped_encoder_gives_forward_images_features(predictor, steps):
     for ours, theirs in zip(levels + positions, expected["backbone_fpn"] + expected["vision_pos_enc"], strict=True):
         assert ours.shape == theirs.shape
         assert torch.equal(ours, theirs)
+
+
+def test_only_batches_that_are_recorded_ask_for_cudnn_first(predictor, monkeypatch):
+    """cuDNN plans every new shape anew: batches that stay eager (a pass's short last one) keep the tracker's
+    attention backends; recorded ones (their eager first run and their capture) ask for cuDNN first."""
+    import types
+
+    from napari_sbl.segment import sam2_encoder_steps
+
+    asked = []
+    monkeypatch.setattr(sam2_encoder_steps, "backends_in_order",
+                        lambda backends: (asked.append(backends), contextlib.nullcontext())[1])
+    encoder = EncoderSteps(predictor, 2, graphs=True, graph_batch=8)
+    images = LazySam2Images(BlobVideo(3), predictor.image_size).batch([0, 1, 2])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        encoder._step(0, (images,))  # on the CPU: never recorded
+    assert asked == []
+    assert not encoder._recordable(types.SimpleNamespace(is_cuda=True, shape=(6, 3, 64, 64)))
+    assert encoder._recordable(types.SimpleNamespace(is_cuda=True, shape=(8, 3, 64, 64)))
+    monkeypatch.setattr(encoder, "_recordable", lambda tensor: True)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        encoder._step(0, (images,))
+    assert asked == [sam2_encoder_steps.RECORDED_BACKENDS]
+    assert sam2_encoder_steps.RECORDED_BACKENDS[0] == sam2_encoder_steps.SDPBackend.CUDNN_ATTENTION
+    assert not EncoderSteps(predictor, 2, graphs=False)._recordable(types.SimpleNamespace(is_cuda=True, shape=(8,)))
 
 
 def features_cache(predictor, video, batch_frames: int = 4):

@@ -15,6 +15,7 @@ The steps call SAM2's own modules in the order ``Hiera.forward``, ``ImageEncoder
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -22,10 +23,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from napari_sbl.segment.sam2_graphs import capture_stream, uncached_autocast
 
 logger = logging.getLogger(__name__)
+
+# Hiera's attention over long windows and its global attention in recorded steps: cuDNN's kernels take 0.62-0.82 of
+# flash's time there on an H100 (large's 16×16 windows 0.169 → 0.138 ms, its global attention 1.418 → 0.884 ms;
+# benchmarks/results/attention_backends.txt), and its per-call host work (which made it slower for SAM2's
+# per-frame modules) is replayed. Batches that run eagerly (a pass's short last batch) keep the tracker's choice:
+# cuDNN would plan every new shape anew, tens of milliseconds each.
+RECORDED_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                     SDPBackend.MATH]
 
 ATTRIBUTE = "sbl_encoder_steps"
 """Where :func:`~.sam2_build.build_predictor` leaves a predictor's :class:`EncoderSteps`."""
@@ -116,6 +126,17 @@ class EncoderSteps:
                           lambda out: tuple(t.clone() for t in out))  # the next replay overwrites them
 
     def _step(self, k: int, tensors: Tensors) -> Tensors:
+        """Step ``k`` with the attention backends its batch size calls for (:data:`RECORDED_BACKENDS` for
+        the shapes that are recorded: their eager first run and their capture alike)."""
+        if not self._recordable(tensors[0]):
+            return self._blocks(k, tensors)
+        with backends_in_order(RECORDED_BACKENDS):
+            return self._blocks(k, tensors)
+
+    def _recordable(self, tensor: torch.Tensor) -> bool:
+        return self.graphs and tensor.is_cuda and (self.graph_batch is None or tensor.shape[0] == self.graph_batch)
+
+    def _blocks(self, k: int, tensors: Tensors) -> Tensors:
         """Step ``k``: (images,) or (x, *stage outputs so far) → the same after its blocks; the last
         step returns (*features, *position encodings)."""
         trunk = self.trunk
@@ -153,9 +174,7 @@ class EncoderSteps:
         return recording.outputs if k == self.steps - 1 else ()
 
     def _recording_for(self, images: torch.Tensor) -> _StepGraphs | None:
-        if not (self.graphs and images.is_cuda) or torch.is_grad_enabled():
-            return None
-        if self.graph_batch is not None and images.shape[0] != self.graph_batch:
+        if not self._recordable(images) or torch.is_grad_enabled():
             return None
         key = (tuple(images.shape), images.dtype, images.device, torch.is_autocast_enabled("cuda"),
                torch.get_autocast_dtype("cuda"), torch.is_inference_mode_enabled())
@@ -186,3 +205,11 @@ class EncoderSteps:
             torch.cuda.synchronize()
             return None
         return _StepGraphs(graphs, static_images, tensors)
+
+
+def backends_in_order(backends: list[SDPBackend]) -> contextlib.AbstractContextManager:
+    """``sdpa_kernel`` trying ``backends`` in order (PyTorch < 2.6 takes no order: its own then)."""
+    try:
+        return sdpa_kernel(backends, set_priority=True)
+    except TypeError:
+        return sdpa_kernel(backends)

@@ -5,11 +5,8 @@ Hiera's heads are 96 (tiny, small), 56 (base+) or 72 (large) channels wide, and 
 short: 4 to 64 keys. PyTorch's flash attention pads a head to the next width it was built for (72 → 96) and
 spends a 128-query block on each window and head, so on an H100 its calls over short windows take 1.4-7
 times as long as :func:`heads_attention` (large, 8 frames: 6.5 → 1.7 ms over the 12 such calls); over 196
-to 4,096 keys flash is as fast or faster, so those calls stay with PyTorch, which runs them through cuDNN
-first: on an H100 cuDNN's attention takes 0.62-0.82 of flash's time there (large's 16×16 windows 0.169 →
-0.138 ms, its global attention 1.418 → 0.884 ms; ``benchmarks/results/attention_backends.txt``). cuDNN's
-per-call host work, which made it slower for SAM2's per-frame modules, is replayed from CUDA graphs here
-(:mod:`.sam2_encoder_steps`). :func:`heads_attention` splits
+to 4,096 keys flash is as fast or faster, so those calls stay with PyTorch (whose backend the caller picks:
+cuDNN in the graphed encoder steps, :mod:`.sam2_encoder_steps`). :func:`heads_attention` splits
 each head into a power-of-two part and a remainder padded to at least 16 channels (72 = 64 + 8 in 16,
 96 = 64 + 32, 56 = 32 + 24 in 32), so both dot products run on the tensor cores with little padding; it
 reads queries, keys and values from the qkv projection's own layout and writes the heads side by side,
@@ -28,22 +25,16 @@ has failed to run (logged once per module), SAM2's forward (:mod:`.sam2_kernel_m
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from sam2.modeling.sam2_utils import MLP
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt, is_exact_gelu, linear_gelu
 
 LOG2_E = tl.constexpr(1.4426950408889634)
-# for Hiera's attention over more keys than our kernel takes, in this order where PyTorch takes an order
-LONG_KEY_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                     SDPBackend.MATH]
 
 
 @triton.jit
@@ -162,20 +153,11 @@ class HieraAttention(KernelOrSam2, MultiScaleAttention):
             height, width = q.shape[1:3]
             q = q.reshape(batch, height * width, self.num_heads, -1)
         if k.shape[1] > self.kernel_max_keys:
-            with _backends_in_order(LONG_KEY_BACKENDS):
-                attended = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            attended = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             attended = attended.transpose(1, 2)
         else:
             attended = heads_attention(q, k, v)
         return self.proj(attended.reshape(batch, height, width, -1))
-
-
-def _backends_in_order(backends: list[SDPBackend]) -> contextlib.AbstractContextManager:
-    """``sdpa_kernel`` trying ``backends`` in order (PyTorch < 2.6 takes no order: its own then)."""
-    try:
-        return sdpa_kernel(backends, set_priority=True)
-    except TypeError:
-        return sdpa_kernel(backends)
 
 
 class GeluMlp(KernelOrSam2, MLP):

@@ -65,7 +65,10 @@ class Sam2Params:
     ``attention_backends`` limits PyTorch's fused attention to these backends ('flash',
     'efficient', 'cudnn', 'math'; empty leaves the choice to PyTorch): on an H100, keeping SAM2's
     attention off cuDNN made tracking 15-20 % faster (cuDNN's per-call host work dominates at these
-    sizes). ``cuda_graphs`` replays the per-frame modules from CUDA graphs (:mod:`.sam2_graphs`).
+    sizes). The image encoder's recorded steps ask for cuDNN first all the same, as their host work is
+    replayed from CUDA graphs and cuDNN's kernels are faster for Hiera's long windows
+    (:mod:`.sam2_encoder_steps`). ``cuda_graphs`` replays the per-frame modules from CUDA graphs
+    (:mod:`.sam2_graphs`).
     ``encoder_overlap`` (CUDA only) encodes the next batch of frames on a second stream while the
     current batch is tracked on a high-priority one (:mod:`.sam2_features`).
     ``compile_image_encoder`` compiles only the image encoder (``torch.compile``, default mode, one
