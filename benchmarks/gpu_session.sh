@@ -57,6 +57,7 @@
 #   steps-recover   track_sam2.py, tiny and large, the product's default (drift recovery, tracking ahead) with
 #                   the encoder in graphed steps and launched at once, alternating, twice
 #   variants        attention_variants.py: our cross-attention kernel against TMA / warp-specialised variants
+#   steady          track_sam2.py, 300 frames after a 48-frame warm-up for all: tiny and large, ours and upstream-lazy
 #   long-1000       track_sam2.py on 1,000 frames, tiny and large: ours, upstream-lazy
 #   ops             attention_backends.py (PyTorch's attention backends and ours at SAM2's shapes), then
 #                   track_profile.py --gpu --ops, tiny and large: GPU time by operator and input shapes
@@ -229,6 +230,11 @@ for name in "$@"; do
         mkdir -p "$OUT/base"
         step waits-base 100 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
             .carry/base/benchmarks/track_profile.py --model tiny --frames 300 --waits --out "$OUT/base" ;;
+    steady)  # 300 frames after a 48-frame warm-up for every implementation: the rate frames follow each other
+        step steady-tiny 200 python3 benchmarks/track_sam2.py --models tiny --frames 300 --warm-up-frames 48 \
+            --timeout 60 --impls ours upstream-lazy ours upstream-lazy --out "$OUT/steady_tiny.md"
+        step steady-large 200 python3 benchmarks/track_sam2.py --models large --frames 300 --warm-up-frames 48 \
+            --timeout 80 --impls ours upstream-lazy ours --out "$OUT/steady_large.md" ;;
     long-1000)  # a 1,000-frame video: ours and SAM2's predictor, tiny and large (the passes' fixed costs spread)
         for model in tiny large; do
             step "long-$model" 200 python3 benchmarks/track_sam2.py --models "$model" --frames 1000 --timeout 100 \
