@@ -84,6 +84,7 @@ class TrackRun:
         overlap = params.encoder_overlap and self.device.type == "cuda"
         # tracking before encoding: the tracker's small kernels wait on the frame; the encoder works ahead
         self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
+        self.label_stream = torch.cuda.Stream(self.device) if overlap else None  # labels off the tracking chain
         fixed_batch = params.compile or params.compile_image_encoder
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
                                              fixed_batch=fixed_batch,
@@ -308,9 +309,8 @@ class TrackRun:
         """The frame's labels, merged from the animals' logits and measured on the device, on their way out."""
         from napari_sbl.segment import sam2_frames  # looked up per call: tests watch the logits
 
-        height, width = self.frame_shape
-        labels = sam2_frames.labels_from_logits(torch.cat(rows), self.label_of_row, height, width)
-        return LabelDownload(frame_index, labels, self.label_of_row, self.animal_ids)
+        return sam2_frames.download_labels(frame_index, rows, self.label_of_row, self.animal_ids, self.frame_shape,
+                                           self.label_stream)
 
     def _observed(self, frame_index: int, rows: list[torch.Tensor]) -> tuple[TrackedFrame, dict]:
         """The measured labels on the host now, and each animal's observation."""
