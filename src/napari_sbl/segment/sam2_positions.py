@@ -3,8 +3,8 @@
 SAM2's ``PositionEmbeddingSine`` caches one image's encoding, but hands it out with ``repeat`` over the batch,
 and the FPN neck and memory encoder then cast it to their features' dtype: on every 8-frame encoder batch a
 float32 copy of 8 × 256 channels × 256 × 256 (537 MB) and its bf16 cast, for an encoding that is the same for
-every frame. On an H100 those copies took 0.17 ms of GPU time a frame (tiny) to 0.2 (large), more than the
-image encoder's global attention (``benchmarks/results/track_gpu_profile_*.txt``, session 10).
+every frame. On an H100 those copies took 0.2 ms of GPU time a frame (tiny and large), about what the
+image encoder's global attention takes for tiny (``benchmarks/results/track_gpu_profile_*.txt``, session 10).
 :class:`ExpandedSinePositions` keeps the encoding already cast to the dtype asked for and returns
 ``expand``-ed views of it: the same values (SAM2's float32 encoding, cast once), no copies. The neck's own
 ``.to(dtype)`` is then a no-op. Every reader in SAM2 flattens, slices or adds these maps; none writes them.
