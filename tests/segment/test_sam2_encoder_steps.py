@@ -74,6 +74,31 @@ def test_only_batches_that_are_recorded_ask_for_cudnn_first(predictor, monkeypat
     assert not EncoderSteps(predictor, 2, graphs=False)._recordable(types.SimpleNamespace(is_cuda=True, shape=(8,)))
 
 
+def test_backends_in_order_puts_pytorchs_order_back():
+    from napari_sbl.segment.sam2_encoder_steps import RECORDED_BACKENDS, SDPBackend, backends_in_order
+
+    before = torch._C._get_sdp_priority_order()
+    with backends_in_order([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):  # as the tracker narrows them
+        narrowed = torch._C._get_sdp_priority_order()
+        with backends_in_order(RECORDED_BACKENDS):
+            assert torch._C._get_sdp_priority_order()[0] == int(SDPBackend.CUDNN_ATTENTION)
+            assert torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch._C._get_sdp_priority_order() == narrowed
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    assert torch._C._get_sdp_priority_order() == before
+
+
+def test_a_replay_copies_its_position_encodings_as_one_frame_expanded():
+    from napari_sbl.segment.sam2_encoder_steps import _copied_out
+
+    features = (torch.randn(4, 8, 16, 16), torch.randn(4, 8, 8, 8))
+    positions = (torch.randn(1, 8, 16, 16).expand(4, -1, -1, -1), torch.randn(1, 8, 8, 8).expand(4, -1, -1, -1))
+    out = _copied_out(features + positions)
+    for copied, original in zip(out, features + positions, strict=True):
+        assert torch.equal(copied, original) and copied.data_ptr() != original.data_ptr()
+    assert all(t.stride(0) == 0 for t in out[2:])  # one frame's encoding, not the batch's
+
+
 def features_cache(predictor, video, batch_frames: int = 4):
     """A feature cache over ``video`` with the encoder in four eager steps, and the list of steps launched."""
     images = LazySam2Images(video, predictor.image_size)

@@ -33,13 +33,13 @@ def modules():
     return kernels, fused, norms, layouts, layers
 
 
-def prepared_memory_attention(modules, fuse_attention: bool):
+def prepared_memory_attention(modules, fuse_attention: bool, layers: int = 2):
     """SAM2.1-wide memory attention (256 channels, 64-channel memories), float16 weights, our norms (and our
     attention kernels, if asked) running on the interpreter, laid out batch-first."""
     kernels, fused, norms, layouts, _ = modules
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=[*tiny_test_overrides(image_size=128, d_model=256, mem_dim=64),
-                                          "++model.memory_attention.num_layers=2"])  # a norm fed by the layer before
+                                          f"++model.memory_attention.num_layers={layers}"])
     attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
     generator = torch.Generator().manual_seed(4)
     with torch.no_grad():
@@ -54,7 +54,7 @@ def prepared_memory_attention(modules, fuse_attention: bool):
         for layer in attention.layers:
             layer.cross_attn_image.off_gpu = layer.self_attn.off_gpu = True
     attention.__class__ = layouts.BatchFirstMemoryAttention
-    assert len(attention.layers) == 2
+    assert len(attention.layers) == layers
     return attention
 
 
@@ -80,25 +80,37 @@ def test_add_layer_norm_rows_adds_in_place_and_normalises_the_sum(modules):
         norms.add_layer_norm_rows(x.half(), update, weight, bias, 1e-5, torch.float16)
 
 
-def sam2_layers(modules, monkeypatch, attention, *args):
+def sam2_layers(modules, monkeypatch, attention, curr, memory, curr_pos, memory_pos, pointers=POINTER_TOKENS):
     """SAM2's own layers, called one by one on the same batch-first tokens (the loop switched off)."""
     with monkeypatch.context() as patch:
         patch.setattr(modules[3], "fused_loop_applies", lambda *_: False)
-        return attention(*args, num_obj_ptr_tokens=POINTER_TOKENS)
+        return attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=pointers)
 
 
-@pytest.mark.parametrize("fuse_attention", [False, True])
-def test_the_loop_gives_sam2s_layers_output(modules, monkeypatch, fuse_attention):
+@pytest.mark.parametrize("fuse_attention, layer_count, pointers", [(False, 2, POINTER_TOKENS),
+                                                                    (True, 2, POINTER_TOKENS), (True, 1, 0)])
+def test_the_loop_gives_sam2s_layers_output(modules, monkeypatch, fuse_attention, layer_count, pointers):
     layers = modules[4]
-    attention = prepared_memory_attention(modules, fuse_attention)
+    attention = prepared_memory_attention(modules, fuse_attention, layer_count)
     curr, memory, curr_pos, memory_pos = inputs()
     originals = [t.clone() for t in (curr, memory, curr_pos, memory_pos)]
+    fused_norm_calls = []
+    norm_class = type(attention.layers[0].norm2)
+    original_add_and_norm = norm_class.add_and_norm
+    def counted(self, x, update):
+        fused_norm_calls.append(self)
+        return original_add_and_norm(self, x, update)
+
+    monkeypatch.setattr(norm_class, "add_and_norm", counted)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
         assert layers.fused_loop_applies(attention, curr.transpose(0, 1).contiguous())
-        expected = sam2_layers(modules, monkeypatch, attention, curr, memory, curr_pos, memory_pos)
-        got = attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=POINTER_TOKENS)
+        expected = sam2_layers(modules, monkeypatch, attention, curr, memory, curr_pos, memory_pos, pointers)
+        assert fused_norm_calls == []  # SAM2's loop: separate adds
+        got = attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=pointers)
         # SAM2's sequence-first loop: its linears read strided tokens, which may round differently
-        sequence_first = MemoryAttention.forward(attention, curr, memory, curr_pos, memory_pos, POINTER_TOKENS)
+        sequence_first = MemoryAttention.forward(attention, curr, memory, curr_pos, memory_pos, pointers)
+    assert len(fused_norm_calls) == 3 * layer_count - 1  # every add but the last, inside a norm
+    assert not any(m.kernel_failed for m in attention.modules() if isinstance(m, norm_class))  # the kernel ran
     assert got.shape == expected.shape and got.dtype == expected.dtype == torch.float32
     assert torch.equal(got, expected)  # the same float32 sums, norms and rounded keys: the same numbers
     assert float((got - sequence_first).norm() / sequence_first.norm()) < 1e-3

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,7 @@ class EncoderSteps:
         self.graph_batch = graph_batch
         self._runs: dict[tuple, int] = {}
         self._recordings: dict[tuple, _StepGraphs | None] = {}
+        self._failed_batches: set[int] = set()  # recording failed: eager, with the tracker's attention backends
 
     @staticmethod
     def applies(predictor: Any) -> bool:
@@ -123,7 +124,7 @@ class EncoderSteps:
             steps = [lambda tensors, k=k: self._step(k, tensors) for k in range(self.steps)]
             return EncoderJob(steps, (images,), lambda out: out)
         return EncoderJob([lambda _, k=k: self._replay(recording, k, images) for k in range(self.steps)], (),
-                          lambda out: tuple(t.clone() for t in out))  # the next replay overwrites them
+                          _copied_out)
 
     def _step(self, k: int, tensors: Tensors) -> Tensors:
         """Step ``k`` with the attention backends its batch size calls for (:data:`RECORDED_BACKENDS` for
@@ -134,7 +135,10 @@ class EncoderSteps:
             return self._blocks(k, tensors)
 
     def _recordable(self, tensor: torch.Tensor) -> bool:
-        return self.graphs and tensor.is_cuda and (self.graph_batch is None or tensor.shape[0] == self.graph_batch)
+        """Whether a batch of ``tensor``'s size is (or will be) replayed from graphs: not once its recording failed."""
+        batch = tensor.shape[0]
+        return (self.graphs and tensor.is_cuda and (self.graph_batch is None or batch == self.graph_batch)
+                and batch not in self._failed_batches)
 
     def _blocks(self, k: int, tensors: Tensors) -> Tensors:
         """Step ``k``: (images,) or (x, *stage outputs so far) → the same after its blocks; the last
@@ -203,13 +207,32 @@ class EncoderSteps:
             logger.warning("CUDA graph recording of SAM2's image encoder steps failed, running them eagerly: %s",
                            error)
             torch.cuda.synchronize()
+            self._failed_batches.add(images.shape[0])
             return None
         return _StepGraphs(graphs, static_images, tensors)
 
 
-def backends_in_order(backends: list[SDPBackend]) -> contextlib.AbstractContextManager:
-    """``sdpa_kernel`` trying ``backends`` in order (PyTorch < 2.6 takes no order: its own then)."""
+def _copied_out(out: Tensors) -> Tensors:
+    """A replay's (*features, *position encodings), copied out of the buffers the next replay overwrites; the
+    encodings are one frame's, expanded over the batch (the same for every frame: a full copy would be ~0.4 GB)."""
+    levels = len(out) // 2
+    positions = tuple(t[:1].clone().expand(t.shape) for t in out[levels:])
+    return (*(t.clone() for t in out[:levels]), *positions)
+
+
+@contextlib.contextmanager
+def backends_in_order(backends: list[SDPBackend]) -> Iterator[None]:
+    """``sdpa_kernel`` trying ``backends`` in order (PyTorch < 2.6 takes no order: its own then). PyTorch's
+    context restores the backends it found enabled but leaves its global order changed; the order is put back."""
+    read_order = getattr(torch._C, "_get_sdp_priority_order", None)
+    order = read_order() if read_order is not None else None
     try:
-        return sdpa_kernel(backends, set_priority=True)
+        context = sdpa_kernel(backends, set_priority=True)
     except TypeError:
-        return sdpa_kernel(backends)
+        context = sdpa_kernel(backends)
+    try:
+        with context:
+            yield
+    finally:
+        if order is not None:
+            torch._C._set_sdp_priority_order(order)

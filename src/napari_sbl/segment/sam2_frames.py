@@ -327,8 +327,8 @@ def download_labels(frame_index: int, rows: Sequence[torch.Tensor], label_of_row
         return LabelDownload(frame_index, labels_from_logits(torch.cat(list(rows)), label_of_row, height, width),
                              label_of_row, animal_ids)
     stream.wait_stream(torch.cuda.current_stream())
-    for row in rows:
-        row.record_stream(stream)  # not reused by the tracking stream before the labels are made
+    for tensor in (*rows, label_of_row):
+        tensor.record_stream(stream)  # not reused by the tracking stream before the labels are made
     with torch.cuda.stream(stream):
         labels = labels_from_logits(torch.cat(list(rows)), label_of_row, height, width)
         return LabelDownload(frame_index, labels, label_of_row, animal_ids)

@@ -48,9 +48,8 @@ def run_layers(attention: Any, tokens: torch.Tensor, memory: torch.Tensor, memor
     norm's output, batch-first."""
     dtype = torch.get_autocast_dtype(tokens.device.type)
     layers = list(attention.layers)
-    keys = memory + memory_pos if layers[0].pos_enc_at_cross_attn_keys else memory
-    keys = keys.transpose(0, 1).to(dtype, memory_format=torch.contiguous_format)
-    values = memory.transpose(0, 1).to(dtype, memory_format=torch.contiguous_format)
+    keys = _batch_first(memory + memory_pos if layers[0].pos_enc_at_cross_attn_keys else memory, dtype)
+    values = _batch_first(memory, dtype)
     normed = layers[0].norm1(tokens)
     for index, layer in enumerate(layers):
         attended = layer.self_attn(normed, normed, v=normed)
@@ -65,3 +64,9 @@ def run_layers(attention: Any, tokens: torch.Tensor, memory: torch.Tensor, memor
         else:
             tokens += update
     return attention.norm(tokens)
+
+
+def _batch_first(tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sequence-first (L, B, C) tokens as a contiguous (B, L, C) tensor of ``dtype``: one copy, whatever the input."""
+    out = torch.empty((tokens.shape[1], tokens.shape[0], tokens.shape[2]), dtype=dtype, device=tokens.device)
+    return out.copy_(tokens.transpose(0, 1))
