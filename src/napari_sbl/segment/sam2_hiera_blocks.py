@@ -21,7 +21,7 @@ import triton.language as tl
 from sam2.modeling.backbones.hieradet import MultiScaleBlock
 
 from napari_sbl.segment.sam2_kernel_modules import KernelOrSam2, adopt
-from napari_sbl.segment.sam2_layer_norm import normalise_rows, row_block
+from napari_sbl.segment.sam2_layer_norm import normalise_rows, row_launch
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,6 @@ def _unpartition_add_kernel(windows_ptr, shortcut_ptr, out_ptr, rows, height, wi
     tl.store(out_ptr + offsets, (shortcut + attended).to(out_ptr.dtype.element_ty), mask=inside)
 
 
-def _grid(rows: int, columns: int) -> tuple[tuple[int], int, int, int]:
-    block_rows, block_columns = row_block(rows, columns)
-    warps = 4 if block_rows * block_columns <= 4096 else 8
-    return (triton.cdiv(rows, block_rows),), block_rows, block_columns, warps
-
-
 def norm_partition(x: torch.Tensor, norm: torch.nn.LayerNorm, window: int, out_dtype: torch.dtype) -> torch.Tensor:
     """``window_partition(layer_norm(x), window)[0]`` of ``(B, H, W, C)`` ``x``, in ``out_dtype``."""
     x = x.contiguous()
@@ -76,7 +70,7 @@ def norm_partition(x: torch.Tensor, norm: torch.nn.LayerNorm, window: int, out_d
     out = torch.empty(batch * down * across, window, window, columns, dtype=out_dtype, device=x.device)
     rows = out.shape[0] * window * window
     if rows:
-        grid, block_rows, block_columns, warps = _grid(rows, columns)
+        grid, block_rows, block_columns, warps = row_launch(rows, columns)
         _norm_partition_kernel[grid](x, norm.weight, norm.bias, out, rows, height, width, down, across, norm.eps,
                                      COLUMNS=columns, WINDOW=window, BLOCK_ROWS=block_rows,
                                      BLOCK_COLUMNS=block_columns, num_warps=warps)
@@ -92,7 +86,7 @@ def unpartition_add(windows: torch.Tensor, shortcut: torch.Tensor, window: int) 
     out = torch.empty(shortcut.shape, dtype=torch.result_type(shortcut, windows), device=shortcut.device)
     rows = batch * height * width
     if rows:
-        grid, block_rows, block_columns, warps = _grid(rows, columns)
+        grid, block_rows, block_columns, warps = row_launch(rows, columns)
         _unpartition_add_kernel[grid](windows.contiguous(), shortcut, out, rows, height, width, down, across,
                                       COLUMNS=columns, WINDOW=window, BLOCK_ROWS=block_rows,
                                       BLOCK_COLUMNS=block_columns, num_warps=warps)

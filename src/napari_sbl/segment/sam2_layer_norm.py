@@ -42,27 +42,16 @@ def normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS: t
 
 
 @triton.jit(do_not_specialize=["rows"])
-def _layer_norm_rows_kernel(x_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
-                            COLUMNS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
+def _layer_norm_rows_kernel(x_ptr, update_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps, COLUMNS: tl.constexpr,
+                            BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr, ADD: tl.constexpr):
     row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
     column = tl.arange(0, BLOCK_COLUMNS)[None, :]
     inside = (row < rows) & (column < COLUMNS)
     offsets = row.to(tl.int64) * COLUMNS + column
     values = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    normed = normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS)
-    tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit(do_not_specialize=["rows"])
-def _add_layer_norm_rows_kernel(x_ptr, update_ptr, weight_ptr, bias_ptr, out_ptr, rows, eps,
-                                COLUMNS: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
-    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)[:, None]
-    column = tl.arange(0, BLOCK_COLUMNS)[None, :]
-    inside = (row < rows) & (column < COLUMNS)
-    offsets = row.to(tl.int64) * COLUMNS + column
-    values = tl.load(x_ptr + offsets, mask=inside, other=0.0) + tl.load(update_ptr + offsets, mask=inside,
-                                                                       other=0.0).to(tl.float32)
-    tl.store(x_ptr + offsets, values, mask=inside)
+    if ADD:  # a residual add first: the float32 sum goes back into x, the residual stream
+        values += tl.load(update_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+        tl.store(x_ptr + offsets, values, mask=inside)
     normed = normalise_rows(values, inside, weight_ptr, bias_ptr, column, eps, COLUMNS)
     tl.store(out_ptr + offsets, normed.to(out_ptr.dtype.element_ty), mask=inside)
 
@@ -73,21 +62,20 @@ def row_block(rows: int, columns: int) -> tuple[int, int]:
     return max(1, min(ELEMENTS_PER_PROGRAM // block_columns, triton.next_power_of_2(max(rows, 1)))), block_columns
 
 
+def row_launch(rows: int, columns: int) -> tuple[tuple[int], int, int, int]:
+    """(grid, block rows, padded channels, warps) of a kernel that takes :func:`row_block` blocks of rows."""
+    block_rows, block_columns = row_block(rows, columns)
+    warps = 4 if block_rows * block_columns <= 4096 else 8
+    return (triton.cdiv(rows, block_rows),), block_rows, block_columns, warps
+
+
 def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                     out_dtype: torch.dtype) -> torch.Tensor:
     """``layer_norm`` over the last axis of ``x`` (float32 statistics, biased variance), in ``out_dtype``."""
-    columns = x.shape[-1]
-    flat = x.reshape(-1, columns)
+    flat = x.reshape(-1, x.shape[-1])
     if not flat.is_contiguous():
         flat = flat.contiguous()
-    out = torch.empty(flat.shape, dtype=out_dtype, device=x.device)
-    block_rows, block_columns = row_block(flat.shape[0], columns)
-    grid = (triton.cdiv(flat.shape[0], block_rows),)
-    if flat.shape[0]:
-        _layer_norm_rows_kernel[grid](flat, weight, bias, out, flat.shape[0], eps, COLUMNS=columns,
-                                      BLOCK_ROWS=block_rows, BLOCK_COLUMNS=block_columns,
-                                      num_warps=4 if block_rows * block_columns <= 4096 else 8)
-    return out.reshape(x.shape)
+    return _normalise_rows(flat, None, weight, bias, eps, out_dtype).reshape(x.shape)
 
 
 def add_layer_norm_rows(x: torch.Tensor, update: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -95,18 +83,23 @@ def add_layer_norm_rows(x: torch.Tensor, update: torch.Tensor, weight: torch.Ten
     """``x += update`` (float32 ``x``, contiguous, updated in place) and the layer norm of the sum, in ``out_dtype``,
     in one pass: a residual add and the norm after it (the same float32 sum and the same norm as
     :func:`layer_norm_rows` of it)."""
-    columns = x.shape[-1]
     if x.dtype != torch.float32 or not x.is_contiguous() or update.shape != x.shape:
         raise ValueError(f"needs a contiguous float32 x and an update of its shape: {x.dtype} {tuple(x.shape)}, "
                          f"{tuple(update.shape)}")
-    update = update.contiguous()
-    rows = x.numel() // columns
+    return _normalise_rows(x, update.contiguous(), weight, bias, eps, out_dtype)
+
+
+def _normalise_rows(x: torch.Tensor, update: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float, out_dtype: torch.dtype) -> torch.Tensor:
+    """The kernel over contiguous ``x``'s rows, adding ``update`` into ``x`` first if given."""
+    columns = x.shape[-1]
+    rows = x.numel() // columns if columns else 0
     out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
-    block_rows, block_columns = row_block(rows, columns)
     if rows:
-        _add_layer_norm_rows_kernel[(triton.cdiv(rows, block_rows),)](
-            x, update, weight, bias, out, rows, eps, COLUMNS=columns, BLOCK_ROWS=block_rows,
-            BLOCK_COLUMNS=block_columns, num_warps=4 if block_rows * block_columns <= 4096 else 8)
+        grid, block_rows, block_columns, warps = row_launch(rows, columns)
+        _layer_norm_rows_kernel[grid](x, x if update is None else update, weight, bias, out, rows, eps,
+                                      COLUMNS=columns, BLOCK_ROWS=block_rows, BLOCK_COLUMNS=block_columns,
+                                      ADD=update is not None, num_warps=warps)
     return out
 
 
