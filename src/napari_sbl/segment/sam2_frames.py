@@ -322,13 +322,12 @@ def download_labels(frame_index: int, rows: Sequence[torch.Tensor], label_of_row
     queued on the current stream: the current stream goes on to the next frame at once instead of queueing it
     behind them (the tracking stream's kernels form one chain a frame, whose length sets the frame rate).
     """
-    height, width = frame_shape
-    if stream is None:
-        return LabelDownload(frame_index, labels_from_logits(torch.cat(list(rows)), label_of_row, height, width),
-                             label_of_row, animal_ids)
-    stream.wait_stream(torch.cuda.current_stream())
-    for tensor in (*rows, label_of_row):
-        tensor.record_stream(stream)  # not reused by the tracking stream before the labels are made
-    with torch.cuda.stream(stream):
-        labels = labels_from_logits(torch.cat(list(rows)), label_of_row, height, width)
+    on_stream = contextlib.nullcontext()
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream())
+        for tensor in (*rows, label_of_row):
+            tensor.record_stream(stream)  # not reused by the tracking stream before the labels are made
+        on_stream = torch.cuda.stream(stream)
+    with on_stream:
+        labels = labels_from_logits(torch.cat(list(rows)), label_of_row, *frame_shape)
         return LabelDownload(frame_index, labels, label_of_row, animal_ids)
