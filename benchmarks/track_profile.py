@@ -96,24 +96,31 @@ def labelled_components(predictor) -> list:
     return handles
 
 
+def launching_operators(prof, outside: str):
+    """(component, event) of every host event that launched kernels; the component is the outermost
+    ``component:`` range around it, or ``outside``."""
+    from torch.autograd import DeviceType
+
+    for event in prof.events():
+        if event.device_type != DeviceType.CPU or not event.kernels:
+            continue
+        component, parent = outside, event
+        while parent is not None:
+            if parent.name.startswith("component:"):
+                component = parent.name[10:]
+            parent = parent.cpu_parent
+        yield component, event
+
+
 def kernels_by_component(prof, frames: int, top: int = 8) -> list[str]:
     """GPU ms per frame of each component's kernels, by the PyTorch operator that launched them: a kernel
     belongs to the outermost component range around its operator. Kernels launched outside any operator
     (our Triton kernels) are listed apart."""
     from collections import defaultdict
 
-    from torch.autograd import DeviceType
-
     spent: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     attributed = 0.0
-    for event in prof.events():
-        if event.device_type != DeviceType.CPU or not event.kernels:
-            continue
-        component, parent = "outside SAM2's modules", event
-        while parent is not None:
-            if parent.name.startswith("component:"):
-                component = parent.name[10:]
-            parent = parent.cpu_parent
+    for component, event in launching_operators(prof, "outside SAM2's modules"):
         for kernel in event.kernels:
             if not kernel.name.startswith("component:"):
                 spent[component][kernel.name] += kernel.duration
@@ -132,17 +139,8 @@ def kernels_by_operator(prof, frames: int, top: int = 60) -> list[str]:
     (needs ``record_shapes``): which add or copy, of which tensors, costs what."""
     from collections import defaultdict
 
-    from torch.autograd import DeviceType
-
     spent: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for event in prof.events():
-        if event.device_type != DeviceType.CPU or not event.kernels:
-            continue
-        component, parent = "outside", event
-        while parent is not None:
-            if parent.name.startswith("component:"):
-                component = parent.name[10:]
-            parent = parent.cpu_parent
+    for component, event in launching_operators(prof, "outside"):
         shapes = ",".join("x".join(map(str, shape)) for shape in (event.input_shapes or []) if shape)
         entry = spent[(component, event.name, shapes)]
         entry[0] += sum(kernel.duration for kernel in event.kernels)
