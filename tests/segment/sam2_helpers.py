@@ -82,3 +82,15 @@ def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.
             for frame_index, _, masks in predictor.propagate_in_video(state, reverse=reverse):
                 logits.setdefault(frame_index, masks.float().clone())
     return logits
+
+
+def randomise_layer_norms(module: torch.nn.Module, seed: int = 0, eps: float | None = None) -> None:
+    """Give every ``nn.LayerNorm`` under ``module`` a non-trivial weight and bias (and ``eps``, if given), so a
+    kernel ignoring any of them shows."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for norm in (m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)):
+            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
+            norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator))
+            if eps is not None:
+                norm.eps = eps

@@ -16,6 +16,8 @@ pytest.importorskip("triton")
 from napari_sbl.segment.sam2_build import build_predictor  # noqa: E402
 from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
 
+from .sam2_helpers import randomise_layer_norms  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def norms():
@@ -23,16 +25,6 @@ def norms():
     import napari_sbl.segment.sam2_layer_norm as module
 
     return module
-
-
-def randomise_norms(module, seed: int = 0) -> None:
-    """Give every LayerNorm a non-trivial weight, bias and eps, so a kernel ignoring any of them shows."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for norm in (m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)):
-            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
-            norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator))
-            norm.eps = 1e-3
 
 
 def reference(x, norm, dtype):
@@ -66,7 +58,7 @@ def test_non_contiguous_input_and_no_rows(norms):
 
 def test_module_writes_the_autocast_dtype_only_under_autocast(norms):
     norm = torch.nn.LayerNorm(96, eps=1e-6)
-    randomise_norms(norm)
+    randomise_layer_norms(norm, eps=1e-3)
     fast = norms.AutocastLayerNorm(norm, kernel_everywhere=True)
     assert fast.weight is norm.weight and set(fast.state_dict()) == set(norm.state_dict())
     x = torch.randn(4, 5, 96)
@@ -110,7 +102,7 @@ def test_hiera_with_our_norms_gives_the_same_features(norms):
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=tiny_test_overrides(image_size=128))
     trunk = build_predictor(params, None, torch.device("cpu")).image_encoder.trunk.eval()
-    randomise_norms(trunk)
+    randomise_layer_norms(trunk, eps=1e-3)
     blocks = len(trunk.blocks)
     image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
@@ -130,7 +122,7 @@ def test_memory_attention_with_our_norms_gives_the_same_output(norms):
     params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
                         config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
     memory_attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
-    randomise_norms(memory_attention)
+    randomise_layer_norms(memory_attention, eps=1e-3)
     generator = torch.Generator().manual_seed(2)
     curr, curr_pos = torch.randn(64, 2, 256, generator=generator), torch.randn(64, 2, 256, generator=generator)
     memory, memory_pos = torch.randn(136, 2, 64, generator=generator), torch.randn(136, 2, 64, generator=generator)

@@ -18,6 +18,8 @@ from sam2.modeling.memory_attention import MemoryAttention  # noqa: E402
 from napari_sbl.segment.sam2_build import build_predictor, store_autocast_weights  # noqa: E402
 from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
 
+from .sam2_helpers import randomise_layer_norms  # noqa: E402
+
 POINTER_TOKENS = 8
 
 
@@ -41,11 +43,7 @@ def prepared_memory_attention(modules, fuse_attention: bool, layers: int = 2):
                         config_overrides=[*tiny_test_overrides(image_size=128, d_model=256, mem_dim=64),
                                           f"++model.memory_attention.num_layers={layers}"])
     attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
-    generator = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for norm in (m for m in attention.modules() if isinstance(m, torch.nn.LayerNorm)):
-            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=generator))
-            norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator))
+    randomise_layer_norms(attention, seed=4)
     store_autocast_weights(attention, torch.float16)
     norms.use_memory_attention_layer_norms(attention, kernel_everywhere=True)
     if fuse_attention:
