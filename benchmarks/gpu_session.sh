@@ -61,6 +61,11 @@
 #   long-1000       track_sam2.py on 1,000 frames, tiny and large: ours, upstream-lazy
 #   ops             attention_backends.py (PyTorch's attention backends and ours at SAM2's shapes), then
 #                   track_profile.py --gpu --ops, tiny and large: GPU time by operator and input shapes
+#   lanes           masks of `ours` (passes side by side) against `ours-sequential`, itself, and unstepped against
+#                   unstepped one after the other (tiny, 150 frames), then
+#                   track_sam2.py after a 48-frame warm-up, tiny and large: ours, ours-sequential, upstream-lazy
+#   concurrency     track_concurrency.py: two trackers (own model copies, own threads and streams) tracking one
+#                   video at once against each alone, tiny and large: how much two chains could overlap
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
 #                   `rm -rf .carry/base && mkdir -p .carry/base && git archive REV src benchmarks | tar -x -C .carry/base`),
 #                   alternating new, base, new, base, then upstream-lazy once
@@ -245,6 +250,21 @@ for name in "$@"; do
             --timeout 60 --impls ours upstream-lazy ours upstream-lazy --out "$OUT/steady_tiny.md"
         step steady-large 200 python3 benchmarks/track_sam2.py --models large --frames 300 --warm-up-frames 48 \
             --timeout 80 --impls ours upstream-lazy ours --out "$OUT/steady_large.md" ;;
+    lanes)  # the backward pass beside the forward pass: masks against one after the other, then speed
+        prime
+        step lanes-check 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours ours-sequential
+        step lanes-same 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours
+        step lanes-unstepped 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours-unstepped ours-unstepped-sequential
+        step lanes-tiny 240 python3 benchmarks/track_sam2.py --models tiny --frames 300 --warm-up-frames 48 \
+            --timeout 60 --impls ours ours-sequential upstream-lazy ours ours-sequential --out "$OUT/lanes_tiny.md"
+        step lanes-large 240 python3 benchmarks/track_sam2.py --models large --frames 300 --warm-up-frames 48 \
+            --timeout 80 --impls ours ours-sequential upstream-lazy ours --out "$OUT/lanes_large.md" ;;
+    concurrency)  # two trackers at once (threads, own model copies) against each alone: room for concurrent passes
+        prime
+        step concurrency 300 python3 benchmarks/track_concurrency.py --models tiny large --frames 300 --repeats 2 \
+            --out "$OUT/track_concurrency.json" ;;
     long-1000)  # a 1,000-frame video: ours and SAM2's predictor, tiny and large (the passes' fixed costs spread)
         prime
         for model in tiny large; do

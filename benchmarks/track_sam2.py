@@ -6,6 +6,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 
 - ``ours``: :class:`Sam2Tracker` (lazy frames, pruned memory, batched encoder and animals), drift
   recovery off so it does the same work as SAM2's predictor;
+- ``ours-sequential``: ``ours`` with the backward pass tracked after the forward pass, not beside it (on a GPU,
+  ``ours`` tracks them at the same time once the backward pass no longer reads the forward one's frames);
 - ``ours-recover``: ``ours`` with drift recovery on, each frame's masks checked before the next frame starts
   (random weights make masks jump, so it re-prompts far more often than with trained weights);
 - ``ours-recover-ahead``: the product's default: ``ours-recover`` tracking the next frame while this frame's
@@ -24,6 +26,8 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-sam2-memory-encoder``: ``ours`` with SAM2's memory encoder (its norms as nine tensor operations);
 - ``ours-unstepped``: ``ours`` with each batch's image encoder launched at once, eagerly (not in graphed steps);
 - ``ours-recover-ahead-unstepped``: the product's default with the encoder launched as ``ours-unstepped`` does;
+- ``ours-recover-ahead-sequential``: the product's default with its passes one after the other;
+- ``ours-unstepped-sequential``: ``ours-unstepped`` with its passes one after the other;
 - ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
 - ``upstream-jpeg``: SAM2's ``init_state`` on a JPEG folder (loads every frame), then propagation;
 - ``upstream-compiled``: ``upstream-lazy`` on the same compiled predictor.
@@ -68,7 +72,7 @@ IMPLEMENTATIONS = (
     "ours", "ours-unfused", "ours-serial", "ours-compiled-encoder", "ours-graphs-cudnn",
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
     "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu", "ours-sam2-memory-encoder", "ours-unstepped",
-    "ours-recover-ahead-unstepped",
+    "ours-recover-ahead-unstepped", "ours-sequential", "ours-recover-ahead-sequential", "ours-unstepped-sequential",
     "upstream-lazy", "upstream-jpeg", "upstream-compiled",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
@@ -199,7 +203,8 @@ def make_tracker(config: dict) -> object:
         fused_hiera_attention=config["impl"] != "ours-sdpa",
         fused_hiera_mlp=config["impl"] != "ours-exact-gelu",
         fused_memory_encoder=config["impl"] != "ours-sam2-memory-encoder",
-        encoder_steps=not config["impl"].endswith("-unstepped"),
+        encoder_steps="-unstepped" not in config["impl"],
+        concurrent_passes="off" if "-sequential" in config["impl"] else "auto",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
     )

@@ -53,6 +53,11 @@ class Reporter:
         if self._cancel_event.is_set():
             raise Cancelled(self.message or "cancelled")
 
+    def linked(self) -> Reporter:
+        """A reporter nobody listens to, cancelled with this one: for work on a helper thread, whose progress
+        the caller's thread forwards (a listener may not take calls from another thread)."""
+        return Reporter(_cancel_event=self._cancel_event)
+
     def _emit(self) -> None:
         if self.listener is not None:
             self.listener(self.done, self.total, self.message)

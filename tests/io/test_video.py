@@ -134,3 +134,16 @@ def test_lazy_arrays_index_like_numpy(flies_video):
     lazy = video_as_dask(reader)
     assert lazy.shape == array.shape and lazy.chunks[0] == (1,) * 1100
     assert np.array_equal(lazy[1099].compute(), reader.frame(1099))
+
+
+def test_a_reopened_reader_decodes_on_its_own(flies_video):
+    reader = VideoReader(flies_video)
+    second = reader.reopened()
+    try:
+        assert second.index is reader.index and second.gop_filler is None
+        late, early = second.frame(600), reader.frame(10)  # each reads on from where it is, no seek between
+        assert np.array_equal(late, reader.frame(600)) and np.array_equal(early, second.frame(10))
+        assert second.frames_decoded > 0 and second._container is not reader._container
+    finally:
+        second.close()
+        reader.close()

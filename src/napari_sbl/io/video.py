@@ -342,6 +342,12 @@ class VideoReader:
         weakref.finalize(self, filler.close)  # stops its thread when the reader is dropped unclosed
         return filler
 
+    def reopened(self) -> VideoReader:
+        """A second reader of the same file with its own decoder and caches (no background filler): two
+        readers far apart in one video each read on, where one would seek back and forth between them."""
+        return VideoReader(self.path, frame_index=self.index, cache_bytes=self._cache_bytes, threads=self._threads,
+                           allow_truncated=self._allow_truncated, gop_cache_bytes=0)
+
     def close(self) -> None:
         if self.gop_filler is not None:
             self.gop_filler.close()

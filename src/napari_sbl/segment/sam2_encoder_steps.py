@@ -200,7 +200,7 @@ class EncoderSteps:
             with uncached_autocast():
                 for k in range(self.steps):
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph, pool=pool, stream=stream):
+                    with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
                         tensors = self._step(k, tensors)
                     graphs.append(graph)
         except Exception as error:  # an operation that cannot be captured: this shape stays eager

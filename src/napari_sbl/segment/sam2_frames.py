@@ -141,7 +141,8 @@ class LazySam2Images:
 
     Holds at most ``lru_frames`` normalised frames and ``read_ahead_frames`` decoded uint8 frames
     (0 switches the read-ahead thread off). ``len`` is the whole video, so SAM2's frame indices are
-    the video's. Call :meth:`close` (or use it as a context manager) to stop the thread.
+    the video's. Call :meth:`close` (or use it as a context manager) to stop the thread. Two of these
+    reading one frame source pass the same ``source_lock`` (:attr:`source_lock` of the first).
     """
 
     def __init__(
@@ -151,13 +152,14 @@ class LazySam2Images:
         device: torch.device | str = "cpu",
         lru_frames: int = 4,
         read_ahead_frames: int = 0,
+        source_lock: threading.Lock | None = None,
     ) -> None:
         self.frames = frames
         self.image_size = int(image_size)
         self.device = torch.device(device)
         self.lru_frames = max(int(lru_frames), 0)
         self._lru: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._source_lock = threading.Lock()
+        self.source_lock = self._source_lock = source_lock or threading.Lock()
         self._read_ahead = (
             FrameReadAhead(frames, self._source_lock, read_ahead_frames) if read_ahead_frames > 0 else None
         )

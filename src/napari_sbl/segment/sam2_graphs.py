@@ -9,15 +9,18 @@ replays them afterwards: one launch instead of hundreds, no Python in between.
 
 A signature is recorded only after it has been seen ``record_after`` times (the first frames of a
 pass each have a different memory length and would never repeat), and at most ``max_graphs`` are
-kept per module; everything else runs eagerly. Inputs are copied into the recording's own buffers
-and outputs are cloned out of them, so callers (SAM2 keeps memory features across frames) never see
-a buffer that the next replay overwrites. Off CUDA, with grad enabled, or when recording fails, the
-module simply runs as it is.
+kept per module and stream; everything else runs eagerly. The stream a call is made on is part of its
+signature, and each stream records into a memory pool of its own: two passes tracked at once, each on
+its own stream (and thread), replay their own graphs side by side and never share a buffer. Inputs
+are copied into the recording's own buffers and outputs are cloned out of them, so callers (SAM2 keeps
+memory features across frames) never see a buffer that the next replay overwrites. Off CUDA, with grad
+enabled, or when recording fails, the module simply runs as it is.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +64,8 @@ class GraphedModule(torch.nn.Module):
         self.max_graphs = max_graphs
         self.stats = GraphStats()
         self._recordings: dict[tuple, _Recording | None] = {}  # None: recording failed, run eagerly
-        self._pool: Any = None
+        self._pools: dict[int, Any] = {}  # stream → its recordings' memory pool
+        self._recording_lock = threading.Lock()  # one capture at a time, whichever thread asks
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -78,8 +82,10 @@ class GraphedModule(torch.nn.Module):
         recording = self._recordings.get(key)
         if recording is None and key not in self._recordings:
             seen = self.stats.seen[key] = self.stats.seen.get(key, 0) + 1
-            if seen >= self.record_after and len(self._recordings) < self.max_graphs:
-                recording = self._recordings[key] = self._record(leaves, spec)
+            stream = key[-1]
+            if seen >= self.record_after and sum(k[-1] == stream for k in self._recordings) < self.max_graphs:
+                with self._recording_lock:
+                    recording = self._recordings[key] = self._record(leaves, spec, stream)
         if recording is None:
             self.stats.eager += 1
             return self.inner(*args, **kwargs)
@@ -98,7 +104,7 @@ class GraphedModule(torch.nn.Module):
             first = next(iter(inner.buffers()), None)
         return None if first is None else first.device
 
-    def _record(self, leaves: list[Any], spec: Any) -> _Recording | None:
+    def _record(self, leaves: list[Any], spec: Any, stream_key: int) -> _Recording | None:
         inputs = [leaf.clone() for leaf in leaves if isinstance(leaf, torch.Tensor)]
         buffers = iter(inputs)
         args, kwargs = pytree.tree_unflatten(
@@ -110,10 +116,11 @@ class GraphedModule(torch.nn.Module):
             with torch.cuda.stream(stream):  # warm-up: lazy initialisation done before the capture
                 self.inner(*args, **kwargs)
             torch.cuda.current_stream().wait_stream(stream)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
+            pool = self._pools.setdefault(stream_key, torch.cuda.graph_pool_handle())
             graph = torch.cuda.CUDAGraph()
-            with uncached_autocast(), torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            # thread_local: a pass tracked on another thread meanwhile may allocate or wait on its own stream
+            with uncached_autocast(), torch.cuda.graph(graph, pool=pool, stream=stream,
+                                                       capture_error_mode="thread_local"):
                 outputs = self.inner(*args, **kwargs)
         except Exception as error:  # an op that cannot be captured: this signature stays eager
             logger.warning("CUDA graph recording of %s failed, running it eagerly: %s",
@@ -162,7 +169,8 @@ def _signature(leaves: list[Any], spec: Any, module_device: torch.device | None)
         else:  # something we cannot key on
             return None
     autocast = (torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda"))
-    return (str(spec), tuple(parts), autocast, torch.is_inference_mode_enabled())
+    stream = torch.cuda.current_stream().cuda_stream  # last: recordings are counted per stream
+    return (str(spec), tuple(parts), autocast, torch.is_inference_mode_enabled(), stream)
 
 
 def graph_per_frame_modules(predictor: torch.nn.Module) -> dict[str, GraphedModule]:

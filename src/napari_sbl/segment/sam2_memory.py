@@ -137,6 +137,45 @@ def new_inference_state(
     }
 
 
+def forked_state(state: dict) -> dict:
+    """The entries of ``state`` for a second state that goes on from where ``state`` is now (a pass tracked
+    beside this one): dicts of its own, so pruning, recoveries and regrouping in one never touch the other,
+    over the same tensors (read only: outputs are replaced, never written in place). Images and cached
+    features are the new state's own; groups come from :func:`forked_groups`."""
+    per_obj = ("output_dict_per_obj", "temp_output_dict_per_obj")
+    forked = {key: {i: _copied_output_dict(d) for i, d in state[key].items()} for key in per_obj}
+    for key in ("frames_tracked_per_obj", "point_inputs_per_obj", "mask_inputs_per_obj"):
+        forked[key] = {i: dict(entries) for i, entries in state[key].items()}
+    forked["obj_id_to_idx"] = OrderedDict(state["obj_id_to_idx"])
+    forked["obj_idx_to_id"] = OrderedDict(state["obj_idx_to_id"])
+    forked["obj_ids"] = list(state["obj_ids"])
+    forked["constants"] = dict(state["constants"])
+    return forked
+
+
+def forked_groups(groups: Sequence[AnimalGroup], state: dict) -> list[AnimalGroup]:
+    """``groups`` over a state made with :func:`forked_state` (set as its grouped outputs)."""
+    forked = [
+        AnimalGroup(list(g.obj_indices), state["output_dict_per_obj"][g.obj_indices[0]] if len(g.obj_indices) == 1
+                    else _copied_output_dict(g.outputs))
+        for g in groups
+    ]
+    state[GROUP_OUTPUTS_KEY] = {n: g.outputs for n, g in enumerate(forked) if len(g.obj_indices) > 1}
+    return forked
+
+
+def _copied_output_dict(output_dict: dict) -> dict:
+    return {kind: dict(outputs) for kind, outputs in output_dict.items()}
+
+
+def shared_tensors(state: dict) -> Iterator[torch.Tensor]:
+    """The device tensors of a state's outputs, inputs and constants (what two forked states share)."""
+    roots = [state[key] for key in ("output_dict_per_obj", "temp_output_dict_per_obj", "point_inputs_per_obj",
+                                    "mask_inputs_per_obj", "constants")]
+    roots.append(state.get(GROUP_OUTPUTS_KEY, {}))
+    return (t for t in _tensors(roots) if t.device.type != "cpu")
+
+
 @dataclass
 class AnimalGroup:
     """Objects (SAM2 indices) prompted on the same frames, tracked as one batch.

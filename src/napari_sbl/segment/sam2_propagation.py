@@ -12,13 +12,14 @@ frame is computed and are scored on the way out.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
 from napari_sbl.progress import Reporter
 from napari_sbl.segment.drift import DriftMonitor, Recovery, RecoveryRecord, observations_from
@@ -26,17 +27,21 @@ from napari_sbl.segment.prompts import FramePrompts, animal_ids
 from napari_sbl.segment.sam2_encoder_steps import ATTRIBUTE as ENCODER_STEPS
 from napari_sbl.segment.sam2_features import BackboneFeatureCache
 from napari_sbl.segment.sam2_frames import LabelDownload, LazySam2Images
+from napari_sbl.segment.sam2_lanes import SharedAttentionBackends, lane_streams
 from napari_sbl.segment.sam2_memory import (
     FramesRead,
     MemoryWindow,
     TrackPass,
     forget_frame,
+    forked_groups,
+    forked_state,
     group_animals,
     held_frames,
     mark_tracked,
     new_inference_state,
     prune_state,
     record_output,
+    shared_tensors,
     untouched,
 )
 from napari_sbl.segment.sam2_recovery import RecoveryFrames, finish_reprompts, regroup, reprompt, revert
@@ -74,22 +79,23 @@ def received(download: LabelDownload) -> tuple[TrackedFrame, dict]:
 class TrackRun:
     """One :meth:`Sam2Tracker.track` call: lazy frames, SAM2 state, animal groups, the per-frame step."""
 
-    def __init__(self, predictor: Any, params: Sam2Params, frames: FrameSource, stats: TrackStats) -> None:
-        self.predictor, self.params, self.stats = predictor, params, stats
+    def __init__(self, predictor: Any, params: Sam2Params, frames: FrameSource, stats: TrackStats, lane: int = 0,
+                 source_lock: threading.Lock | None = None) -> None:
+        self.predictor, self.params, self.stats, self.frames = predictor, params, stats, frames
+        self.owns_frames = False  # a source reopened for this run: closed with it
         self.device = predictor.device
-        self.images = LazySam2Images(
-            frames, predictor.image_size, self.device, params.lru_frames, params.read_ahead_frames
-        )
+        self.images = LazySam2Images(frames, predictor.image_size, self.device, params.lru_frames,
+                                     params.read_ahead_frames, source_lock)
         self.state = new_inference_state(self.images, frames.height, frames.width, self.device)
         overlap = params.encoder_overlap and self.device.type == "cuda"
-        # tracking before encoding: the tracker's small kernels wait on the frame; the encoder works ahead
-        self.track_stream = torch.cuda.Stream(self.device, priority=-1) if overlap else None
-        self.label_stream = torch.cuda.Stream(self.device) if overlap else None  # labels off the tracking chain
+        streams = lane_streams(predictor, self.device, lane) if overlap else None
+        self.track_stream = streams.track if streams else None
+        self.label_stream = streams.label if streams else None  # labels off the tracking chain
         fixed_batch = params.compile or params.compile_image_encoder
+        steps = None if fixed_batch else streams.encoder_steps if streams else getattr(predictor, ENCODER_STEPS, None)
         self.features = BackboneFeatureCache(predictor, self.images, self.state, params.encoder_batch_frames,
-                                             fixed_batch=fixed_batch,
-                                             stream=torch.cuda.Stream(self.device) if overlap else None,
-                                             steps=None if fixed_batch else getattr(predictor, ENCODER_STEPS, None))
+                                             fixed_batch=fixed_batch, stream=streams.encoder if streams else None,
+                                             steps=steps)
         self.window = MemoryWindow.of_model(predictor, frames.n_frames)
         self.frame_shape = (int(frames.height), int(frames.width))
         self.groups: list[Any] = []
@@ -98,7 +104,8 @@ class TrackRun:
         self.prompt_frames: dict[int, set[int]] = {}  # animal id → frames the user prompted it on
         self.recovery_frames = RecoveryFrames()
         self.monitor = DriftMonitor(params.drift, [], self.frame_shape)
-        self.attention_backends = [getattr(SDPBackend, ATTENTION_BACKENDS[name]) for name in params.attention_backends]
+        backends = [getattr(SDPBackend, ATTENTION_BACKENDS[name]) for name in params.attention_backends]
+        self.attention_backends = SharedAttentionBackends(backends)
         self.anchor: tuple[int, DriftMonitor | None] = (-1, None)  # first prompt frame, monitor there
 
     def compute(self) -> contextlib.ExitStack:
@@ -108,8 +115,7 @@ class TrackRun:
         stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
         if self.track_stream is not None:
             stack.enter_context(torch.cuda.stream(self.track_stream))
-        if self.attention_backends:
-            stack.enter_context(sdpa_kernel(self.attention_backends))
+        stack.enter_context(self.attention_backends.entered())
         return stack
 
     def add_prompts(self, prompts: Sequence[FramePrompts]) -> None:
@@ -137,8 +143,10 @@ class TrackRun:
         self.features.clear()
         self.anchor = (min(fp.frame_index for fp in prompts), None)
 
-    def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter) -> Iterator[Sam2TrackedFrame]:
-        """Track every frame of the pass; yield those in ``[start, stop)`` one frame late."""
+    def propagate(self, track_pass: TrackPass, start: int, stop: int, reporter: Reporter,
+                  after_frame: Callable[[int], None] | None = None) -> Iterator[Sam2TrackedFrame]:
+        """Track every frame of the pass; yield those in ``[start, stop)`` one frame late. ``after_frame`` is
+        called with each frame's position in the pass once it is tracked and the memory pruned."""
         needs_features = [t for t in track_pass.order if any(t not in g.cond_frames for g in self.groups)]
         self.features.plan(needs_features)
         anchor_monitor = self.anchor[1]
@@ -159,6 +167,8 @@ class TrackRun:
                 else:
                     tracked = self.track_frame(frame_index, track_pass.reverse, wanted)
             self.prune(frame_index, track_pass, ahead.frame_index if ahead is not None else None)
+            if after_frame is not None:
+                after_frame(position)
             reporter.advance()
             self.stats.count_frame(track_pass.reverse)
             if tracked is not None:
@@ -243,6 +253,41 @@ class TrackRun:
         stats.peak_maskmem_outputs = max(stats.peak_maskmem_outputs, held.maskmem_outputs)
         stats.peak_frames_tracked = max(stats.peak_frames_tracked, held.frames_tracked)
         stats.peak_cond_outputs = max(stats.peak_cond_outputs, held.cond_outputs)
+
+    def fork(self) -> TrackRun:
+        """A run that goes on from this one's state now, for the other pass (:mod:`.sam2_lanes`): lane 1's
+        streams, waiting for everything queued on this run's; its own state dicts over the same tensors; its
+        own decoder where the frame source can reopen (else the same source, read under the same lock)."""
+        reopen = getattr(self.frames, "reopened", None)
+        frames = reopen() if callable(reopen) else self.frames
+        lock = None if frames is not self.frames else self.images.source_lock
+        fork = TrackRun(self.predictor, self.params, frames, TrackStats(animal_ids=list(self.stats.animal_ids)),
+                        lane=1, source_lock=lock)
+        fork.owns_frames = frames is not self.frames
+        fork.attention_backends = self.attention_backends  # process-wide switches: one holder for both
+        fork.state.update(forked_state(self.state))
+        fork.recovery_frames = RecoveryFrames({i: list(f) for i, f in self.recovery_frames.frames.items()})
+        fork.animal_ids, fork.label_of_row, fork.anchor = list(self.animal_ids), self.label_of_row, self.anchor
+        fork.prompt_frames = {i: set(frames) for i, frames in self.prompt_frames.items()}
+        if fork.track_stream is not None:
+            fork.track_stream.wait_stream(self.track_stream)
+            for tensor in shared_tensors(fork.state):  # freed by either run: not reused before the fork read them
+                tensor.record_stream(fork.track_stream)
+        with fork.compute():
+            if fork.recovery_frames.demote_all(fork.state):  # as at the end of this pass, before the next
+                fork.groups = regroup(fork.state, self.params.batch_animals)
+            else:
+                fork.groups = forked_groups(self.groups, fork.state)
+        return fork
+
+    def join(self, fork: TrackRun) -> None:
+        """Take a finished fork's counts into this run's, and close it."""
+        self.stats.absorb(fork.stats)
+        fork.close()
+        if fork.owns_frames:
+            close = getattr(fork.frames, "close", None)
+            if callable(close):
+                close()
 
     def close(self) -> None:
         self.stats.encoder_batches = self.features.encoder_batches

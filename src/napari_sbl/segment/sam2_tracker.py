@@ -41,6 +41,7 @@ MODEL_CONFIGS = {
 }
 WEIGHT_CHOICES = ("pretrained", "random")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+CONCURRENT_PASSES = ("auto", "on", "off")  # auto: on a CUDA GPU with encoder_overlap
 ATTENTION_BACKENDS = {  # our name → torch.nn.attention.SDPBackend member
     "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION", "math": "MATH",
 }
@@ -93,6 +94,9 @@ class Sam2Params:
     ``encoder_steps`` (CUDA, encoder not compiled) launches the next batch's image encoder a few Hiera
     blocks per tracked frame (on the second stream with ``encoder_overlap``), each step replayed from a CUDA
     graph with ``cuda_graphs`` (:mod:`.sam2_encoder_steps`), instead of all at once from the tracking thread.
+    ``concurrent_passes`` tracks the backward pass of a prompt beside the forward pass, on a thread and
+    streams of its own, once it no longer reads the forward pass's frames (:mod:`.sam2_lanes`; same masks):
+    "auto" does on a CUDA GPU with ``encoder_overlap``, "on" everywhere (tests), "off" never.
     """
 
     model: str = "tiny"
@@ -122,6 +126,7 @@ class Sam2Params:
     fused_hiera_mlp: bool = True
     fused_memory_encoder: bool = True
     encoder_steps: bool = True
+    concurrent_passes: str = "auto"
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
@@ -129,6 +134,7 @@ class Sam2Params:
             (self.model, tuple(MODEL_CONFIGS), "model"),
             (self.weights, WEIGHT_CHOICES, "weights"),
             (self.device, DEVICE_CHOICES, "device"),
+            (self.concurrent_passes, CONCURRENT_PASSES, "concurrent_passes"),
         ):
             if value not in choices:
                 raise ValueError(f"SAM2 {what} {value!r} is not one of {', '.join(choices)}")
@@ -207,8 +213,20 @@ class TrackStats:
     peak_recovery_cond_frames: int = 0
     frames_tracked_ahead: int = 0
     frames_undone: int = 0
+    passes_beside: bool = False  # the backward pass was tracked beside the forward pass (sam2_lanes)
     animal_ids: list[int] = field(default_factory=list)
     recoveries: list[RecoveryRecord] = field(default_factory=list)
+
+    def absorb(self, other: TrackStats) -> None:
+        """Add the counts of a pass tracked beside this one (:mod:`.sam2_lanes`); peaks: the larger."""
+        for name, value in vars(other).items():
+            if name.startswith("peak_"):
+                setattr(self, name, max(getattr(self, name), value))
+            elif isinstance(value, bool):
+                setattr(self, name, getattr(self, name) or value)
+            elif isinstance(value, int):
+                setattr(self, name, getattr(self, name) + value)
+        self.recoveries.extend(other.recoveries)
 
     def count_frame(self, reverse: bool) -> None:
         if reverse:
@@ -323,6 +341,7 @@ class Sam2Tracker:
         stop: int,
         reporter: Reporter,
     ) -> Iterator[TrackedFrame]:
+        from napari_sbl.segment.sam2_lanes import track_both_ways
         from napari_sbl.segment.sam2_memory import plan_passes
         from napari_sbl.segment.sam2_propagation import TrackRun
 
@@ -333,11 +352,19 @@ class Sam2Tracker:
         try:
             reporter.start(sum(len(p.order) for p in passes), "tracking with SAM2")
             run.add_prompts(prompts)
+            if len(passes) == 2 and self._passes_together(run.device):
+                yield from track_both_ways(run, *passes, start, stop, reporter)
+                return
             for track_pass in passes:
                 yield from run.propagate(track_pass, start, stop, reporter)
         finally:
             run.close()
             self.current_state = self.current_images = None
+
+    def _passes_together(self, device: Any) -> bool:
+        """Whether a forward and a backward pass are tracked at the same time (:mod:`.sam2_lanes`)."""
+        mode = self.params.concurrent_passes
+        return mode == "on" or (mode == "auto" and device.type == "cuda" and self.params.encoder_overlap)
 
     def _resolve_checkpoint(self, reporter: Reporter | None) -> Path | None:
         if self.params.weights == "random":
