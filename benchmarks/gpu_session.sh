@@ -64,6 +64,9 @@
 #   lanes           masks of `ours` (passes side by side) against `ours-sequential`, itself, and unstepped against
 #                   unstepped one after the other (tiny, 150 frames), then
 #                   track_sam2.py after a 48-frame warm-up, tiny and large: ours, ours-sequential, upstream-lazy
+#   glue            masks of `ours` against itself and `ours-sequential`, then `ours` on this tree against .carry/base
+#                   (tiny and large, alternating, 48-frame warm-up), tiny with a 0.5 ms thread switch interval,
+#                   upstream-lazy (SAM2 as built) and upstream-lazy-patched once
 #   concurrency     track_concurrency.py: two trackers (own model copies, own threads and streams) tracking one
 #                   video at once against each alone, tiny and large: how much two chains could overlap
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
@@ -261,6 +264,24 @@ for name in "$@"; do
             --timeout 60 --impls ours ours-sequential upstream-lazy ours ours-sequential --out "$OUT/lanes_tiny.md"
         step lanes-large 240 python3 benchmarks/track_sam2.py --models large --frames 300 --warm-up-frames 48 \
             --timeout 80 --impls ours ours-sequential upstream-lazy ours --out "$OUT/lanes_large.md" ;;
+    glue)  # index-free max pools and the folded neck (this tree) against .carry/base, after a 48-frame warm-up
+        prime
+        step glue-same 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 --impls ours ours
+        step glue-lanes 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours ours-sequential
+        for model in tiny large; do
+            for round in 1 2; do
+                step "glue-$model-new-$round" 120 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                    --warm-up-frames 48 --impls ours --timeout 100 --out "$OUT/logs/glue_${model}_new_$round.md"
+                step "glue-$model-base-$round" 120 env PYTHONPATH=/tmp/site:$PWD/.carry/base/src python3 \
+                    .carry/base/benchmarks/track_sam2.py --models "$model" --frames 300 --warm-up-frames 48 \
+                    --impls ours --timeout 100 --out "$OUT/logs/glue_${model}_base_$round.md"
+            done
+        done
+        step glue-switch 120 python3 benchmarks/track_sam2.py --models tiny --frames 300 --warm-up-frames 48 \
+            --impls ours ours --switch-interval 0.0005 --timeout 100 --out "$OUT/logs/glue_tiny_switch.md"
+        step glue-upstream 150 python3 benchmarks/track_sam2.py --models tiny large --frames 300 --warm-up-frames 48 \
+            --impls upstream-lazy upstream-lazy-patched --timeout 130 --out "$OUT/logs/glue_upstream.md" ;;
     concurrency)  # two trackers at once (threads, own model copies) against each alone: room for concurrent passes
         prime
         step concurrency 300 python3 benchmarks/track_concurrency.py --models tiny large --frames 300 --repeats 2 \

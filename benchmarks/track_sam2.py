@@ -28,7 +28,11 @@ reports, per (model, frames, implementation): tracking fps, peak GPU memory
 - ``ours-recover-ahead-unstepped``: the product's default with the encoder launched as ``ours-unstepped`` does;
 - ``ours-recover-ahead-sequential``: the product's default with its passes one after the other;
 - ``ours-unstepped-sequential``: ``ours-unstepped`` with its passes one after the other;
-- ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned;
+- ``upstream-lazy``: SAM2's ``propagate_in_video`` over our lazy frames, memory never pruned, on SAM2's
+  predictor exactly as sam2's builder makes it (``Sam2Params.optimise`` off);
+- ``upstream-lazy-patched``: the same loop on a predictor with our kernels, CUDA graphs and layouts swapped
+  into its modules (float32 weights). Until session 11 this was ``upstream-lazy``: the benchmark built SAM2's
+  predictor through our builder, which patched it like ours, so it measured SAM2's loop over our modules;
 - ``upstream-jpeg``: SAM2's ``init_state`` on a JPEG folder (loads every frame), then propagation;
 - ``upstream-compiled``: ``upstream-lazy`` on the same compiled predictor.
 
@@ -73,7 +77,7 @@ IMPLEMENTATIONS = (
     "ours-plain", "ours-compiled", "ours-recover", "ours-recover-ahead", "ours-eager", "ours-cudnn", "ours-torch-norms",
     "ours-sam2-windows", "ours-sdpa", "ours-exact-gelu", "ours-sam2-memory-encoder", "ours-unstepped",
     "ours-recover-ahead-unstepped", "ours-sequential", "ours-recover-ahead-sequential", "ours-unstepped-sequential",
-    "upstream-lazy", "upstream-jpeg", "upstream-compiled",
+    "upstream-lazy", "upstream-jpeg", "upstream-compiled", "upstream-lazy-patched",
 )
 COMPILED = ("ours-compiled", "upstream-compiled")
 LONG_WARM_UP = (*COMPILED, "ours-compiled-encoder")
@@ -207,6 +211,7 @@ def make_tracker(config: dict) -> object:
         concurrent_passes="off" if "-sequential" in config["impl"] else "auto",
         cross_attention_tiling=config.get("cross_attention_tiling", ""),
         self_attention_tiling=config.get("self_attention_tiling", ""),
+        optimise=config["impl"].startswith("ours") or config["impl"].endswith("-patched"),
     )
     return Sam2Tracker(params)
 
@@ -227,6 +232,8 @@ def run_one(config: dict) -> dict:
     """One (model, frames, implementation) measurement, in this (fresh) process, after a warm-up."""
     import torch
 
+    if config.get("switch_interval"):
+        sys.setswitchinterval(config["switch_interval"])  # how often Python's threads may take turns
     tracker = make_tracker(config)
     predictor = tracker.load()  # type: ignore[attr-defined]
     measure = measurement(config, tracker)
@@ -331,6 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     parser.add_argument("--warm-up-frames", type=int, default=0,
                         help="warm every implementation up on this many frames (0: 12, compiled ones 48)")
+    parser.add_argument("--switch-interval", type=float, default=0.0,
+                        help="sys.setswitchinterval for every run (0: Python's default, 5 ms)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/track.md")
     parser.add_argument("--quick", action="store_true", help="CPU smoke test: tiny shrunken model, 24 frames")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
                         "self_attention_tiling": args.self_attention_tiling,
                         "overrides": list(tiny_test_overrides()) if args.quick else [], "video_npy": video_npy,
                         "jpeg_dir": jpeg_dirs.get(n), "height": args.height, "width": args.width,
-                        "warm_up_frames": args.warm_up_frames,
+                        "warm_up_frames": args.warm_up_frames, "switch_interval": args.switch_interval,
                     }  # fmt: skip
                     result = run_in_subprocess(config, args.timeout)
                     results.append(result)

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.device) -> Any:
-    """Build a ``SAM2VideoPredictor`` (random init when ``checkpoint`` is None) on ``device``."""
+    """Build a ``SAM2VideoPredictor`` (random init when ``checkpoint`` is None) on ``device``; with
+    ``params.optimise`` off, exactly as sam2's builder makes it (the baseline benchmarks compare against)."""
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
@@ -51,8 +52,15 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
                 f"{checkpoint} does not fit the SAM2.1 {params.model} model (its weights have other names "
                 f"or shapes); pass the checkpoint of {params.weight_name}.pt or choose the matching model"
             ) from err
+    if not params.optimise:
+        return predictor
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
+    if not (params.compile or params.compile_image_encoder):
+        from napari_sbl.segment.sam2_neck import use_folded_neck, use_index_free_max_pools
+
+        use_index_free_max_pools(predictor.image_encoder)  # Hiera's pools: the same maxima, no int64 indices
+        use_folded_neck(predictor)  # the finest levels' two 1×1 convolutions as one
     if params.fused_layer_norms and device.type == "cuda" and not params.compile:
         _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder,
                           windows=params.fused_hiera_windows)

@@ -26,6 +26,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from napari_sbl.segment.sam2_graphs import capture_stream, uncached_autocast
+from napari_sbl.segment.sam2_neck import HighResNeck
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class EncoderSteps:
         self._runs: dict[tuple, int] = {}
         self._recordings: dict[tuple, _StepGraphs | None] = {}
         self._failed_batches: set[int] = set()  # recording failed: eager, with the tracker's attention backends
+        self.neck = HighResNeck(predictor)  # the finest levels' two 1×1 convolutions folded into one
 
     @staticmethod
     def applies(predictor: Any) -> bool:
@@ -160,16 +162,8 @@ class EncoderSteps:
         return (*features, *positions)
 
     def _neck(self, outputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        encoder, predictor = self.predictor.image_encoder, self.predictor
-        features, positions = encoder.neck(outputs)
-        scalp = int(getattr(encoder, "scalp", 0))
-        if scalp > 0:
-            features, positions = features[:-scalp], positions[:-scalp]
-        features = list(features)
-        if predictor.use_high_res_features_in_sam:  # projected once per frame, as forward_image does
-            features[0] = predictor.sam_mask_decoder.conv_s0(features[0])
-            features[1] = predictor.sam_mask_decoder.conv_s1(features[1])
-        return features, list(positions)
+        """``forward_image``'s features (high-resolution levels projected once, as it does) and encodings."""
+        return self.neck(outputs)
 
     def _replay(self, recording: _StepGraphs, k: int, images: torch.Tensor) -> Tensors:
         if k == 0:

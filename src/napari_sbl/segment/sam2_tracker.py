@@ -97,6 +97,8 @@ class Sam2Params:
     ``concurrent_passes`` tracks the backward pass of a prompt beside the forward pass, on a thread and
     streams of its own, once it no longer reads the forward pass's frames (:mod:`.sam2_lanes`; same masks):
     "auto" does on a CUDA GPU with ``encoder_overlap``, "on" everywhere (tests), "off" never.
+    ``optimise`` off builds SAM2's predictor exactly as sam2's builder makes it: float32 weights, none of the
+    kernels, graphs, layouts or folds above (what benchmarks compare against; tracking with it is for them).
     """
 
     model: str = "tiny"
@@ -127,6 +129,7 @@ class Sam2Params:
     fused_memory_encoder: bool = True
     encoder_steps: bool = True
     concurrent_passes: str = "auto"
+    optimise: bool = True
     drift: DriftParams = field(default_factory=DriftParams)
 
     def __post_init__(self) -> None:
