@@ -67,6 +67,7 @@
 #   glue            masks of `ours` against itself and `ours-sequential`, then `ours` on this tree against .carry/base
 #                   (tiny and large, alternating, 48-frame warm-up), tiny with a 0.5 ms thread switch interval,
 #                   upstream-lazy (SAM2 as built) and upstream-lazy-patched once
+#   stress          18 runs of `ours` on tiny, 9 on large (a run that hangs dumps its threads' stacks)
 #   concurrency     track_concurrency.py: two trackers (own model copies, own threads and streams) tracking one
 #                   video at once against each alone, tiny and large: how much two chains could overlap
 #   ab-tiny, ab-large  track_sam2.py `ours` on this tree against a baseline in .carry/base (made with
@@ -282,6 +283,13 @@ for name in "$@"; do
             --impls ours ours --switch-interval 0.0005 --timeout 100 --out "$OUT/logs/glue_tiny_switch.md"
         step glue-upstream 150 python3 benchmarks/track_sam2.py --models tiny large --frames 300 --warm-up-frames 48 \
             --impls upstream-lazy upstream-lazy-patched --timeout 130 --out "$OUT/logs/glue_upstream.md" ;;
+    stress)  # many short runs of `ours` (passes side by side): does one hang? (a hung run dumps its threads' stacks)
+        prime
+        step stress-tiny 330 python3 benchmarks/track_sam2.py --models tiny --frames 300 --warm-up-frames 48 \
+            --impls ours ours ours ours ours ours ours ours ours ours ours ours ours ours ours ours ours ours \
+            --timeout 60 --out "$OUT/logs/stress_tiny.md"
+        step stress-large 200 python3 benchmarks/track_sam2.py --models large --frames 300 --warm-up-frames 48 \
+            --impls ours ours ours ours ours ours ours ours ours --timeout 60 --out "$OUT/logs/stress_large.md" ;;
     concurrency)  # two trackers at once (threads, own model copies) against each alone: room for concurrent passes
         prime
         step concurrency 300 python3 benchmarks/track_concurrency.py --models tiny large --frames 300 --repeats 2 \

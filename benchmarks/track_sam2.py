@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import json
 import os
 import platform
@@ -274,13 +275,16 @@ def run_one(config: dict) -> dict:
 def run_in_subprocess(config: dict, timeout_s: float) -> dict:
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    command = [sys.executable, __file__, "--child", json.dumps(config)]
+    # a run that hangs dumps every thread's stack and exits before the limit, so the hang can be located
+    command = [sys.executable, __file__, "--child", json.dumps({**config, "dump_after_s": max(timeout_s - 10, 5)})]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {**config, "error": f"timed out after {timeout_s:.0f} s"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
+        print(f"--- stderr of the failed run {config['impl']} {config['model']}:", file=sys.stderr)
+        print("\n".join(done.stderr.strip().splitlines()[-300:]), file=sys.stderr)
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {**config, "error": f"exit {done.returncode}: {tail[:160]}"}
     return json.loads(lines[-1])
@@ -366,7 +370,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     if args.child:
-        print(json.dumps(run_one(json.loads(args.child))))
+        config = json.loads(args.child)
+        if config.get("dump_after_s"):
+            faulthandler.dump_traceback_later(config["dump_after_s"], exit=True)
+        print(json.dumps(run_one(config)))
         return
     results = []
     with tempfile.TemporaryDirectory(prefix="track_sam2_") as tmp:
