@@ -60,6 +60,24 @@ def test_passes_side_by_side_give_what_one_after_the_other_gives(params):
     assert not lane_threads()
 
 
+def test_a_backward_pass_that_ends_first_hands_over_every_frame():
+    """The lane's end, taken while the forward pass still runs, ends the track once the forward pass does."""
+    video = BlobVideo(N_FRAMES)
+    prompt = 16  # the backward pass: 16 frames from the fork on; the forward pass 33 more
+    result: dict = {}
+
+    def track() -> None:
+        tracker = Sam2Tracker(tiny_params(concurrent_passes="on", drift=DriftParams(recover=False)))
+        result["frames"] = [f.frame_index for f in tracker.track(video, [clicks(video, prompt)], 0, N_FRAMES,
+                                                                   Reporter())]
+
+    caller = threading.Thread(target=track, daemon=True)
+    caller.start()
+    caller.join(timeout=120)
+    assert not caller.is_alive(), "the track never ended"
+    assert sorted(result["frames"]) == list(range(N_FRAMES))
+
+
 def test_the_backward_pass_forks_once_it_reads_nothing_more_of_the_forward_pass():
     window = MemoryWindow(num_maskmem=7, max_obj_ptrs=16, num_frames=200)
     assert frames_before_fork(plan_passes([100], 0, 200, window)[0]) == 15  # pointers of frames 100..114

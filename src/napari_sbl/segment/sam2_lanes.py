@@ -120,6 +120,7 @@ class BackwardLane:
         self.progress = reporter.linked()  # the caller's listener may not take calls from this thread
         self._forwarded = 0
         self._frames: queue.SimpleQueue = queue.SimpleQueue()  # unbounded: putting never blocks the lane
+        self.finished = False  # its last frame taken (the lane may end before the forward pass)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(backward, start, stop), name="sam2-backward-pass",
                                         daemon=True)
@@ -151,17 +152,15 @@ class BackwardLane:
 
     def rest(self, reporter: Reporter) -> Iterator[Any]:
         """Every frame still to come, waiting for them."""
-        while True:
+        while not self.finished:
             try:
                 item = self._frames.get(timeout=_POLL_S)
             except queue.Empty:
                 self._report(reporter)
                 reporter.check()
                 continue
-            if isinstance(item, _Done):
-                self._report(reporter)
-                return
             yield from self._unpacked(item, reporter)
+        self._report(reporter)
 
     def close(self) -> None:
         """Stop the lane (if it still runs) and wait for its thread."""
@@ -172,9 +171,11 @@ class BackwardLane:
     def _unpacked(self, item: Any, reporter: Reporter) -> Iterator[Any]:
         if isinstance(item, _Failed):
             raise item.error
-        if not isinstance(item, _Done):
-            self._report(reporter)
-            yield item
+        if isinstance(item, _Done):
+            self.finished = True
+            return
+        self._report(reporter)
+        yield item
 
     def _report(self, reporter: Reporter) -> None:
         done = self.progress.done
