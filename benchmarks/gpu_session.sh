@@ -67,6 +67,10 @@
 #   glue            masks of `ours` against itself and `ours-sequential`, then `ours` on this tree against .carry/base
 #                   (tiny and large, alternating, 48-frame warm-up), tiny with a 0.5 ms thread switch interval,
 #                   upstream-lazy (SAM2 as built) and upstream-lazy-patched once
+#   record-300      masks of the product default side by side against one after the other, then tiny and large,
+#                   300 frames after a 48-frame warm-up: ours ×3, ours-sequential, upstream-lazy ×2 (SAM2 as its
+#                   builder makes it), upstream-lazy-patched, ours-recover-ahead
+#   record-long     tiny and large: 300 frames after the 12-frame warm-up (ours, upstream-lazy, ours), 1,000 frames
 #   stress          18 runs of `ours` on tiny, 9 on large (a run that hangs dumps its threads' stacks)
 #   concurrency     track_concurrency.py: two trackers (own model copies, own threads and streams) tracking one
 #                   video at once against each alone, tiny and large: how much two chains could overlap
@@ -283,6 +287,23 @@ for name in "$@"; do
             --impls ours ours --switch-interval 0.0005 --timeout 100 --out "$OUT/logs/glue_tiny_switch.md"
         step glue-upstream 150 python3 benchmarks/track_sam2.py --models tiny large --frames 300 --warm-up-frames 48 \
             --impls upstream-lazy upstream-lazy-patched --timeout 130 --out "$OUT/logs/glue_upstream.md" ;;
+    record-300)  # the session's record: 300 frames after a 48-frame warm-up, ours against SAM2 as built and patched
+        prime
+        step record-check 150 python3 benchmarks/sam2_graphs_check.py --model tiny --frames 150 \
+            --impls ours-recover-ahead ours-recover-ahead-sequential
+        for model in tiny large; do
+            step "record-$model" 300 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --warm-up-frames 48 --impls ours upstream-lazy ours ours-sequential upstream-lazy-patched ours \
+                upstream-lazy ours-recover-ahead --timeout 100 --out "$OUT/record_$model.md"
+        done ;;
+    record-long)  # the cold protocol (12-frame warm-up) on 300 frames, then 1,000 frames: ours, SAM2 as built
+        prime
+        for model in tiny large; do
+            step "record-cold-$model" 150 python3 benchmarks/track_sam2.py --models "$model" --frames 300 \
+                --impls ours upstream-lazy ours --timeout 100 --out "$OUT/record_cold_$model.md"
+            step "record-1000-$model" 200 python3 benchmarks/track_sam2.py --models "$model" --frames 1000 \
+                --impls ours upstream-lazy --timeout 150 --out "$OUT/record_1000_$model.md"
+        done ;;
     stress)  # many short runs of `ours` (passes side by side): does one hang? (a hung run dumps its threads' stacks)
         prime
         step stress-tiny 330 python3 benchmarks/track_sam2.py --models tiny --frames 300 --warm-up-frames 48 \
