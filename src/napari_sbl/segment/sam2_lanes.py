@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -206,9 +206,9 @@ def track_both_ways(run: TrackRun, forward: TrackPass, backward: TrackPass, star
             lane = BackwardLane(run.fork(), backward, start, stop, reporter)
             run.stats.passes_beside = True
 
-    after_frame: Callable[[int], None] = fork_when_ready
+    forward_frames = run.propagate(forward, start, stop, reporter, after_frame=fork_when_ready)
     try:
-        for frame in run.propagate(forward, start, stop, reporter, after_frame=after_frame):
+        for frame in forward_frames:
             yield frame
             if lane is not None:
                 yield from lane.ready(reporter)
@@ -217,6 +217,7 @@ def track_both_ways(run: TrackRun, forward: TrackPass, backward: TrackPass, star
             return
         yield from lane.rest(reporter)
     finally:
+        forward_frames.close()  # first: suspended, it holds the frame source's lock the lane may be waiting for
         if lane is not None:
             lane.close()
             run.join(lane.fork)
