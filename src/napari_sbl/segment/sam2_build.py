@@ -56,11 +56,10 @@ def build_predictor(params: Sam2Params, checkpoint: Path | None, device: torch.d
         return predictor
     if params.bf16_weights:
         store_autocast_weights(predictor, torch.bfloat16)
-    if not (params.compile or params.compile_image_encoder):
-        from napari_sbl.segment.sam2_neck import use_folded_neck, use_index_free_max_pools
+    from napari_sbl.segment.sam2_neck import use_folded_neck, use_index_free_max_pools
 
-        use_index_free_max_pools(predictor.image_encoder)  # Hiera's pools: the same maxima, no int64 indices
-        use_folded_neck(predictor)  # the finest levels' two 1×1 convolutions as one
+    use_index_free_max_pools(predictor.image_encoder)  # Hiera's pools: the same maxima, no int64 indices
+    use_folded_neck(predictor)  # the finest levels' two 1×1 convolutions as one (compiled below if asked)
     if params.fused_layer_norms and device.type == "cuda" and not params.compile:
         _fuse_layer_norms(predictor, device, trunk=not params.compile_image_encoder,
                           windows=params.fused_hiera_windows)

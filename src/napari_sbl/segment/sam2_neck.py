@@ -6,7 +6,8 @@ channels with another (``SAM2Base.forward_image``): two linear maps with nothing
 take no top-down features), so one convolution with the product of the weights gives the same features.
 The 256-channel maps in between (268 MB for 8 frames at the finest level), their bias pass and their
 re-reading are gone. Same values up to the rounding of the 256-channel map, which is skipped (bf16 under
-autocast; the test compares both in float32).
+autocast; tested: as close to float32 as SAM2's). The product of the weights is taken from the weights as
+autocast hands them to the convolutions, so float32 and bf16-stored weights give the same features.
 
 Hiera halves its token grid at each stage with ``nn.MaxPool2d`` (2×2, stride 2), which on a GPU runs
 PyTorch's pooling kernel that also writes the int64 index of every maximum: for tiny's first pool, 8 frames
@@ -77,12 +78,18 @@ def _one_by_one(conv: Any) -> bool:
             and _pair(conv.padding) == (0, 0) and conv.groups == 1 and conv.bias is not None)
 
 
-def folded_projection(lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of ``projection ∘ lateral`` (two 1×1 convolutions), computed in float32, stored in
-    the projection's dtype."""
-    outer = projection.weight.float().flatten(1)
-    weight = outer @ lateral.weight.float().flatten(1)
-    bias = outer @ lateral.bias.float() + projection.bias.float()
+def folded_projection(lateral: torch.nn.Conv2d, projection: torch.nn.Conv2d,
+                      rounded_to: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``projection ∘ lateral`` (two 1×1 convolutions), multiplied out in float32 (never under
+    autocast) from the parameters as the convolutions would use them (``rounded_to``: autocast's dtype, which
+    float32 parameters are cast to first), stored in the projection's dtype."""
+    def used(t: torch.Tensor) -> torch.Tensor:
+        return (t.to(rounded_to) if rounded_to is not None else t).float()
+
+    with torch.autocast(projection.weight.device.type, enabled=False):
+        outer = used(projection.weight).flatten(1)
+        weight = outer @ used(lateral.weight).flatten(1)
+        bias = outer @ used(lateral.bias) + used(projection.bias)
     dtype = projection.weight.dtype
     return weight.to(dtype)[:, :, None, None].contiguous(), bias.to(dtype)
 
@@ -110,7 +117,7 @@ class HighResNeck:
         for level, (feature, position) in zip(coarse, _neck_levels(neck, outputs, coarse), strict=True):
             features[level], positions[level] = feature, position
         for level in self.levels:
-            weight, bias = self._weights(level)
+            weight, bias = self._weights(level, outputs[level].device.type)
             feature = F.conv2d(outputs[level], weight, bias)
             features[level], positions[level] = feature, neck.position_encoding(feature).to(feature.dtype)
         scalp = int(getattr(encoder, "scalp", 0))
@@ -127,13 +134,14 @@ class HighResNeck:
             features[0], features[1] = decoder.conv_s0(features[0]), decoder.conv_s1(features[1])
         return features, positions
 
-    def _weights(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The folded weights, made again if either convolution's weights changed (loaded, cast)."""
+    def _weights(self, level: int, device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folded weights, made again if either convolution's weights or the autocast dtype changed."""
         neck, decoder = self.encoder.neck, self.predictor.sam_mask_decoder
         pairs = [(_conv(neck.convs[len(neck.convs) - 1 - i]), getattr(decoder, f"conv_s{i}")) for i in self.levels]
-        version = tuple((c.weight.data_ptr(), c.weight._version, c.weight.dtype) for pair in pairs for c in pair)
+        rounded_to = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        version = (rounded_to, *((c.weight.data_ptr(), c.weight._version, c.weight.dtype) for p in pairs for c in p))
         if version != self._version or level not in self._folded:
-            self._folded = {i: folded_projection(*pair) for i, pair in zip(self.levels, pairs, strict=True)}
+            self._folded = {i: folded_projection(*pair, rounded_to) for i, pair in zip(self.levels, pairs, strict=True)}
             self._version = version
         return self._folded[level]
 
