@@ -58,14 +58,19 @@ def fused_levels(encoder: Any, predictor: Any) -> tuple[int, ...]:
         return ()
     neck = encoder.neck
     top_down = set(neck.fpn_top_down_levels)
-    decoder = predictor.sam_mask_decoder
     levels = []
-    for level, projection in ((0, getattr(decoder, "conv_s0", None)), (1, getattr(decoder, "conv_s1", None))):
-        lateral = _conv(neck.convs[len(neck.convs) - 1 - level])
+    for level in (0, 1):
+        projection = getattr(predictor.sam_mask_decoder, f"conv_s{level}", None)
+        lateral = _conv(_lateral(neck, level))
         if level in top_down or level - 1 in top_down or lateral is None or not _one_by_one(projection):
             return tuple(levels)
         levels.append(level)
     return tuple(levels)
+
+
+def _lateral(neck: Any, level: int) -> torch.nn.Module:
+    """The neck's lateral block for Hiera's stage output ``level`` (its convs run coarsest first)."""
+    return neck.convs[len(neck.convs) - 1 - level]
 
 
 def _conv(block: torch.nn.Module) -> torch.nn.Conv2d | None:
@@ -106,44 +111,42 @@ class HighResNeck:
         self._version: tuple = ()
 
     def __call__(self, outputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        encoder, neck = self.encoder, self.encoder.neck
-        if not self.levels:
-            features, positions = neck(outputs)
-            return self._projected(list(features), list(positions))
-        n = len(neck.convs) - 1
+        neck = self.encoder.neck
+        if self.levels:
+            features, positions = self._with_folded_levels(outputs)
+        else:
+            features, positions = (list(parts) for parts in neck(outputs))
+            if self.predictor.use_high_res_features_in_sam:  # projected once per frame, as forward_image does
+                decoder = self.predictor.sam_mask_decoder
+                features[0], features[1] = decoder.conv_s0(features[0]), decoder.conv_s1(features[1])
+        scalp = int(getattr(self.encoder, "scalp", 0))  # the coarsest levels: never the projected ones
+        if scalp > 0:
+            features, positions = features[:-scalp], positions[:-scalp]
+        return features, positions
+
+    def _with_folded_levels(self, outputs: list[torch.Tensor]) -> tuple[list[Any], list[Any]]:
+        neck = self.encoder.neck
         features: list[Any] = [None] * len(outputs)
         positions: list[Any] = [None] * len(outputs)
-        coarse = [i for i in range(n, -1, -1) if i not in self.levels]
+        coarse = [i for i in range(len(neck.convs) - 1, -1, -1) if i not in self.levels]
         for level, (feature, position) in zip(coarse, _neck_levels(neck, outputs, coarse), strict=True):
             features[level], positions[level] = feature, position
+        folded = self._folded_weights(outputs[0].device.type)
         for level in self.levels:
-            weight, bias = self._weights(level, outputs[level].device.type)
-            feature = F.conv2d(outputs[level], weight, bias)
+            feature = F.conv2d(outputs[level], *folded[level])
             features[level], positions[level] = feature, neck.position_encoding(feature).to(feature.dtype)
-        scalp = int(getattr(encoder, "scalp", 0))
-        if scalp > 0:
-            features, positions = features[:-scalp], positions[:-scalp]
         return features, positions
 
-    def _projected(self, features: list, positions: list) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        scalp = int(getattr(self.encoder, "scalp", 0))
-        if scalp > 0:
-            features, positions = features[:-scalp], positions[:-scalp]
-        if self.predictor.use_high_res_features_in_sam:  # projected once per frame, as forward_image does
-            decoder = self.predictor.sam_mask_decoder
-            features[0], features[1] = decoder.conv_s0(features[0]), decoder.conv_s1(features[1])
-        return features, positions
-
-    def _weights(self, level: int, device_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The folded weights, made again if either convolution's weights or the autocast dtype changed."""
-        neck, decoder = self.encoder.neck, self.predictor.sam_mask_decoder
-        pairs = [(_conv(neck.convs[len(neck.convs) - 1 - i]), getattr(decoder, f"conv_s{i}")) for i in self.levels]
+    def _folded_weights(self, device_type: str) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The folded weights per level, made again if either convolution's weights or the autocast dtype changed."""
+        decoder = self.predictor.sam_mask_decoder
+        pairs = [(_conv(_lateral(self.encoder.neck, i)), getattr(decoder, f"conv_s{i}")) for i in self.levels]
         rounded_to = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
         version = (rounded_to, *((c.weight.data_ptr(), c.weight._version, c.weight.dtype) for p in pairs for c in p))
-        if version != self._version or level not in self._folded:
+        if version != self._version:
             self._folded = {i: folded_projection(*pair, rounded_to) for i, pair in zip(self.levels, pairs, strict=True)}
             self._version = version
-        return self._folded[level]
+        return self._folded
 
 
 class FoldedForwardImage:
@@ -172,7 +175,7 @@ def _neck_levels(neck: Any, outputs: list[torch.Tensor], levels: list[int]) -> l
     done = []
     previous = None
     for level in levels:
-        lateral = neck.convs[len(neck.convs) - 1 - level](outputs[level])
+        lateral = _lateral(neck, level)(outputs[level])
         if level in neck.fpn_top_down_levels and previous is not None:
             top_down = F.interpolate(previous.to(dtype=torch.float32), scale_factor=2.0, mode=neck.fpn_interp_model,
                                      align_corners=None if neck.fpn_interp_model == "nearest" else False,
