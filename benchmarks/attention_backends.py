@@ -11,13 +11,14 @@ events, median of repeats) and its largest difference from a float32 reference, 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from gpu_timing import time_ms
 
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "cudnn": SDPBackend.CUDNN_ATTENTION}
@@ -32,20 +33,6 @@ SHAPES = (
     ("memory cross-attention, 2 animals", 2, 1, 4096, 28736, 256, 64, "4 a frame"),
     ("memory self-attention, 2 animals", 2, 1, 4096, 4096, 256, 256, "4 a frame"),
 )
-
-
-def time_ms(function, repeats: int = 30) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

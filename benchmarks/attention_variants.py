@@ -22,7 +22,7 @@ import triton.language as tl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from attention_backends import time_ms
+from gpu_timing import time_ms
 
 LOG2_E = tl.constexpr(1.4426950408889634)
 

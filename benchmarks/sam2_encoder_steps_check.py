@@ -11,13 +11,17 @@ of each (CUDA events, median of 5).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gpu_timing import time_ms
 from sam2_layer_norm_check import difference
 from track_sam2 import SyntheticVideo, make_tracker
+
+batch_ms = functools.partial(time_ms, repeats=5, warm_up=0)  # a whole encoder batch: median of 5, untimed none
 
 
 def levels_of(job_or_out) -> list:
@@ -30,20 +34,6 @@ def compare(ours: list, reference: list) -> str:
         largest = float((a.float() - b.float()).abs().max())
         parts.append(f"level {level}: rel L2 {difference(a, b):.2e}, max |d| {largest:.2e}")
     return "; ".join(parts)
-
-
-def gpu_ms(run, repeats: int = 5) -> float:
-    import torch
-
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def check(model: str) -> list[str]:
@@ -73,8 +63,9 @@ def check(model: str) -> list[str]:
         lines.append(f"  graphed steps, a later replay: {compare(levels_of(run(graphed)), reference)}")
         again = levels_of(predictor.forward_image(images))
         lines.append(f"  forward_image run again: {compare(again, reference)}")
-        lines.append(f"  GPU ms per batch: forward_image {gpu_ms(lambda: predictor.forward_image(images)):.2f}, "
-                     f"eager steps {gpu_ms(lambda: run(eager)):.2f}, graphed steps {gpu_ms(lambda: run(graphed)):.2f}")
+        lines.append(f"  GPU ms per batch: forward_image {batch_ms(lambda: predictor.forward_image(images)):.2f}, "
+                     f"eager steps {batch_ms(lambda: run(eager)):.2f}, "
+                     f"graphed steps {batch_ms(lambda: run(graphed)):.2f}")
     return lines
 
 
