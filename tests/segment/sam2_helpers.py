@@ -68,6 +68,20 @@ def tiny_params(**changes: object) -> Sam2Params:
     return Sam2Params(**{**base, **changes})
 
 
+def sam21_wide_params(*overrides: str) -> Sam2Params:
+    """A CPU, float32, randomly initialised tiny model whose memory attention has SAM2.1's widths (256-wide
+    tokens, 64-channel memories) over 8×8 tokens; ``overrides`` are further Hydra overrides."""
+    return Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
+                      config_overrides=(*tiny_test_overrides(image_size=128, d_model=256, mem_dim=64), *overrides))
+
+
+def sam21_wide_memory_attention(*overrides: str) -> torch.nn.Module:
+    """The memory attention of :func:`sam21_wide_params`'s model, in eval mode."""
+    from napari_sbl.segment.sam2_build import build_predictor
+
+    return build_predictor(sam21_wide_params(*overrides), None, torch.device("cpu")).memory_attention.eval()
+
+
 def upstream_logits(predictor, video, prompts: FramePrompts) -> dict[int, torch.Tensor]:
     """SAM2's own propagation over all frames loaded at once, memory never pruned (the reference)."""
     images = LazySam2Images(video, predictor.image_size).batch(range(video.n_frames))

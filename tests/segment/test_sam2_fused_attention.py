@@ -15,8 +15,10 @@ pytest.importorskip("triton")
 
 from sam2.modeling.sam.transformer import RoPEAttention  # noqa: E402
 
-from napari_sbl.segment.sam2_build import build_predictor, store_autocast_weights  # noqa: E402
-from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
+from napari_sbl.segment.sam2_build import store_autocast_weights  # noqa: E402
+from napari_sbl.segment.sam2_tracker import tiny_test_overrides  # noqa: E402
+
+from .sam2_helpers import sam21_wide_memory_attention  # noqa: E402
 
 POINTER_TOKENS = 8
 
@@ -34,9 +36,7 @@ def kernels():
 @pytest.fixture(scope="module")
 def memory_attention():
     """One memory attention layer at SAM2.1's widths (256 tokens wide, 64-channel memories), 8×8 tokens."""
-    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
-                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
-    return build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+    return sam21_wide_memory_attention()
 
 
 def memory_inputs(frames: int = 2, seed: int = 0) -> tuple:

@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 from napari_sbl.segment.sam2_build import build_predictor  # noqa: E402
 from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
 
-from .sam2_helpers import randomise_layer_norms  # noqa: E402
+from .sam2_helpers import randomise_layer_norms, sam21_wide_memory_attention, sam21_wide_params  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +119,7 @@ def test_hiera_with_our_norms_gives_the_same_features(norms):
 def test_memory_attention_with_our_norms_gives_the_same_output(norms):
     """SAM2.1 adds no positions to the outputs of a layer's three norms, so all three are replaced, and the
     linears behind them multiply the same rounded values; the final norm (read by the mask decoder) stays."""
-    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
-                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
-    memory_attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+    memory_attention = sam21_wide_memory_attention()
     randomise_layer_norms(memory_attention, eps=1e-3)
     generator = torch.Generator().manual_seed(2)
     curr, curr_pos = torch.randn(64, 2, 256, generator=generator), torch.randn(64, 2, 256, generator=generator)
@@ -150,8 +148,7 @@ def test_build_fuses_the_trunk_only_when_it_is_not_compiled(norms):
     from napari_sbl.segment.sam2_build import _fuse_layer_norms
     from napari_sbl.segment.sam2_hiera_blocks import WindowedBlock
 
-    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
-                        config_overrides=tiny_test_overrides(image_size=128, d_model=256, mem_dim=64))
+    params = sam21_wide_params()
     trunk_norms = layer_norms = None
     for trunk, windows in ((True, True), (False, True), (True, False)):
         predictor = build_predictor(params, None, torch.device("cpu"))

@@ -15,10 +15,9 @@ pytest.importorskip("triton")
 
 from sam2.modeling.memory_attention import MemoryAttention  # noqa: E402
 
-from napari_sbl.segment.sam2_build import build_predictor, store_autocast_weights  # noqa: E402
-from napari_sbl.segment.sam2_tracker import Sam2Params, tiny_test_overrides  # noqa: E402
+from napari_sbl.segment.sam2_build import store_autocast_weights  # noqa: E402
 
-from .sam2_helpers import randomise_layer_norms  # noqa: E402
+from .sam2_helpers import randomise_layer_norms, sam21_wide_memory_attention  # noqa: E402
 
 POINTER_TOKENS = 8
 
@@ -39,10 +38,7 @@ def prepared_memory_attention(modules, fuse_attention: bool, layers: int = 2):
     """SAM2.1-wide memory attention (256 channels, 64-channel memories), float16 weights, our norms (and our
     attention kernels, if asked) running on the interpreter, laid out batch-first."""
     kernels, fused, norms, layouts, _ = modules
-    params = Sam2Params(model="tiny", weights="random", device="cpu", bf16_weights=False, cuda_graphs=False,
-                        config_overrides=[*tiny_test_overrides(image_size=128, d_model=256, mem_dim=64),
-                                          f"++model.memory_attention.num_layers={layers}"])
-    attention = build_predictor(params, None, torch.device("cpu")).memory_attention.eval()
+    attention = sam21_wide_memory_attention(f"++model.memory_attention.num_layers={layers}")
     randomise_layer_norms(attention, seed=4)
     store_autocast_weights(attention, torch.float16)
     norms.use_memory_attention_layer_norms(attention, kernel_everywhere=True)
