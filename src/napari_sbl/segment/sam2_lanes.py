@@ -105,7 +105,7 @@ class SharedAttentionBackends:
 
 
 def frames_before_fork(forward: TrackPass) -> int:
-    """How many frames of ``forward`` to track before ``backward`` can start beside it: all that its first
+    """How many frames of ``forward`` to track before the backward pass can start beside it: all that its first
     frame reads (``forward.keep_for_later``; at least two, so the prompt frame's drift monitor, kept for the
     backward pass, is made)."""
     wanted = [forward.order.index(f) + 1 for f in forward.keep_for_later.any if f in forward.order]
